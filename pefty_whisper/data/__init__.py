@@ -1,0 +1,1 @@
+"""Data: audio decoding, KsponSpeech transcripts, manifests and features."""

@@ -1,0 +1,369 @@
+"""`pefty prepare`: KsponSpeech scripts, a folder of audio + transcripts, or a CSV -> manifests.
+
+Every input line becomes an utterance or a reject with its file, line and reason; one bad line in
+100,000 never stops the run. Outputs are deterministic (input order, seeded split) and written
+atomically, so re-running gives identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from pefty_whisper.config import DataSection, NormalizeMode
+from pefty_whisper.data.audio import AUDIO_SUFFIXES, probe_audio
+from pefty_whisper.data.kspon import normalize_transcript, parse_trn_line, read_cp949_transcript
+from pefty_whisper.data.manifest import (
+    Manifest,
+    Reject,
+    Utterance,
+    split_utterances,
+    write_manifest,
+    write_rejects,
+)
+from pefty_whisper.errors import DataError, PeftyError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# The CLI passes a progress bar here; library code never writes to the terminal itself.
+Track = Callable[[Sequence[T], str], Iterable[T]]
+
+REJECTS_FILE = "prepare_rejects.tsv"
+KSPON_TRN_FILES = ("train.trn", "dev.trn", "eval_clean.trn", "eval_other.trn")
+# Where KsponSpeech distributions put the .trn scripts, relative to the corpus root.
+KSPON_SCRIPT_DIRS = ("scripts", "KsponSpeech_scripts", ".")
+# Training audio lives in KsponSpeech_0N/KsponSpeech_XXXX/; folders 0621-0623 are the dev set.
+PART_PATTERN = re.compile(r"KsponSpeech_0([1-5])(?:[/\\]|$)")
+FOLDER_PATTERN = re.compile(r"KsponSpeech_(\d{4})$")
+FIRST_DEV_FOLDER = 621
+CSV_PATH_COLUMNS = ("path", "audio", "audio_path", "file", "filename")
+CSV_TEXT_COLUMNS = ("sentence", "text", "transcript", "transcription")
+# Threads hide file-system latency when probing hundreds of thousands of files (NFS, HDD).
+PROBE_THREADS = 8
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One input line, before its audio is checked and its transcript normalized."""
+
+    source: str
+    line: int
+    audio: Path
+    raw: str | None  # None: the transcript could not be read (see error)
+    group: str  # the manifest it belongs to, e.g. "part1", "dev", "eval_clean"
+    error: str = ""
+
+
+@dataclass
+class PrepareReport:
+    out_dir: Path
+    manifests: dict[str, Manifest] = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+    odd_byte_files: int = 0
+    over_max_duration: int = 0
+    rejects_path: Path | None = None
+
+    @property
+    def num_utterances(self) -> int:
+        return sum(len(m.utterances) for m in self.manifests.values())
+
+    def reject_counts(self) -> Counter[str]:
+        return Counter(r.reason for r in self.rejects)
+
+
+def no_progress(items: Sequence[T], label: str) -> Iterable[T]:
+    return items
+
+
+def prepare_kspon(
+    root: Path,
+    out_dir: Path,
+    data: DataSection,
+    scripts_dir: Path | None = None,
+    track: Track = no_progress,
+) -> PrepareReport:
+    """Write the per-round CSVs, dev.csv, eval_clean.csv and eval_other.csv from a KsponSpeech root.
+
+    Uses the official `.trn` scripts when present, else the per-utterance CP949 `.txt` files.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: KsponSpeech root not found (pass --root /path/to/KsponSpeech)")
+    scripts = scripts_dir or _find_scripts_dir(root)
+    if scripts is not None:
+        entries = _entries_from_trn_files(root, scripts)
+    else:
+        logger.info("no .trn scripts under %s: reading per-utterance .txt transcripts", root)
+        entries = _entries_from_kspon_txt(root)
+    if not entries:
+        raise DataError(
+            f"{root}: no KsponSpeech utterances found (expected scripts/train.trn or "
+            "KsponSpeech_0N/KsponSpeech_XXXX/*.pcm with .txt transcripts)"
+        )
+    report = PrepareReport(out_dir=Path(out_dir))
+    groups = _check_entries(entries, data, data.normalize, report, track)
+    for group, utterances in sorted(groups.items()):
+        if group.startswith("part"):
+            part = int(group.removeprefix("part"))
+            train, test = split_utterances(utterances, data.test_ratio, data.split_seed + part)
+            _add_manifest(report, f"train_KsponSpeech_{part:02d}_train", train)
+            _add_manifest(report, f"train_KsponSpeech_{part:02d}_test", test)
+        else:
+            _add_manifest(report, group, utterances)
+    _write_outputs(report)
+    return report
+
+
+def prepare_folder(
+    src: Path,
+    out_dir: Path,
+    name: str,
+    data: DataSection,
+    normalize: NormalizeMode,
+    split: bool = False,
+    track: Track = no_progress,
+) -> PrepareReport:
+    """A folder of audio files with transcripts (sibling .txt, or .trn scripts) -> data/NAME.csv."""
+    src = Path(src)
+    if not src.is_dir():
+        raise DataError(f"{src}: folder not found")
+    trn_files = sorted(src.rglob("*.trn"))
+    if trn_files:
+        entries = [e for trn in trn_files for e in _entries_from_trn(src, trn, lambda _: name)]
+    else:
+        entries = [
+            _entry_from_sibling_txt(src, audio, name)
+            for audio in sorted(p for p in src.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES)
+        ]
+    if not entries:
+        raise DataError(f"{src}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
+    return _prepare_named(entries, out_dir, name, data, normalize, split, track)
+
+
+def prepare_csv(
+    src: Path,
+    out_dir: Path,
+    name: str,
+    data: DataSection,
+    normalize: NormalizeMode,
+    split: bool = False,
+    track: Track = no_progress,
+) -> PrepareReport:
+    """A user's CSV (path/audio/file + sentence/text/transcript columns) -> data/NAME.csv."""
+    entries = _entries_from_csv(Path(src), name)
+    return _prepare_named(entries, out_dir, name, data, normalize, split, track)
+
+
+def _prepare_named(
+    entries: list[Entry],
+    out_dir: Path,
+    name: str,
+    data: DataSection,
+    normalize: NormalizeMode,
+    split: bool,
+    track: Track,
+) -> PrepareReport:
+    report = PrepareReport(out_dir=Path(out_dir))
+    utterances = _check_entries(entries, data, normalize, report, track).get(name, [])
+    if split:
+        train, test = split_utterances(utterances, data.test_ratio, data.split_seed)
+        _add_manifest(report, f"{name}_train", train)
+        _add_manifest(report, f"{name}_test", test)
+    else:
+        _add_manifest(report, name, utterances)
+    _write_outputs(report)
+    return report
+
+
+def _find_scripts_dir(root: Path) -> Path | None:
+    for candidate in KSPON_SCRIPT_DIRS:
+        folder = root / candidate
+        if any((folder / name).is_file() for name in KSPON_TRN_FILES):
+            return folder
+    return None
+
+
+def _entries_from_trn_files(root: Path, scripts: Path) -> list[Entry]:
+    present = [scripts / name for name in KSPON_TRN_FILES if (scripts / name).is_file()]
+    if not present:
+        raise DataError(f"{scripts}: none of {', '.join(KSPON_TRN_FILES)} found")
+    for name in KSPON_TRN_FILES:
+        if not (scripts / name).is_file():
+            logger.warning("%s not found: skipping it", scripts / name)
+    entries: list[Entry] = []
+    for trn in present:
+        if trn.name == "train.trn":
+            entries.extend(_entries_from_trn(root, trn, _part_group))
+        else:
+            entries.extend(_entries_from_trn(root, trn, lambda _, group=trn.stem: group))
+    return entries
+
+
+def _part_group(audio_path: str) -> str:
+    match = PART_PATTERN.search(audio_path)
+    return f"part{match.group(1)}" if match else ""
+
+
+def _entries_from_trn(root: Path, trn: Path, group_of: Callable[[str], str]) -> list[Entry]:
+    """Parse a `.trn` file line by line: a bad line (not UTF-8, no `::`) is a reject, no crash."""
+    entries = []
+    with trn.open("rb") as handle:
+        for line_no, raw_line in enumerate(handle, start=1):
+            try:
+                text = raw_line.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                entries.append(Entry(str(trn), line_no, Path(""), None, "", "line is not UTF-8"))
+                continue
+            if not text:
+                continue
+            try:
+                parsed = parse_trn_line(text, trn, line_no)
+            except DataError:
+                entries.append(
+                    Entry(str(trn), line_no, Path(""), None, "", "no ' :: ' between path and text")
+                )
+                continue
+            group = group_of(parsed.audio_path)
+            error = "" if group else "path is not under KsponSpeech_01..05"
+            entries.append(
+                Entry(str(trn), line_no, root / parsed.audio_path, parsed.transcript, group, error)
+            )
+    return entries
+
+
+def _entries_from_kspon_txt(root: Path) -> list[Entry]:
+    entries = []
+    for audio in sorted(root.glob("KsponSpeech_0[1-5]/KsponSpeech_*/*.pcm")):
+        folder = FOLDER_PATTERN.search(audio.parent.name)
+        is_dev = folder is not None and int(folder.group(1)) >= FIRST_DEV_FOLDER
+        group = "dev" if is_dev else _part_group(audio.relative_to(root).as_posix())
+        entries.append(_entry_from_sibling_txt(root, audio, group))
+    for group in ("eval_clean", "eval_other"):
+        for audio in sorted(root.glob(f"KsponSpeech_eval/{group}/*.pcm")):
+            entries.append(_entry_from_sibling_txt(root, audio, group))
+    return entries
+
+
+def _entry_from_sibling_txt(root: Path, audio: Path, group: str) -> Entry:
+    transcript = audio.with_suffix(".txt")
+    source = str(transcript)
+    if not transcript.is_file():
+        return Entry(source, 1, audio, None, group, "transcript .txt not found")
+    try:
+        return Entry(source, 1, audio, read_cp949_transcript(transcript), group)
+    except DataError:
+        return Entry(source, 1, audio, None, group, "transcript is neither CP949 nor UTF-8")
+
+
+def _entries_from_csv(src: Path, group: str) -> list[Entry]:
+    if not src.is_file():
+        raise DataError(f"{src}: CSV not found")
+    try:
+        text = src.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{src}: not UTF-8 text (save the CSV as UTF-8)") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    columns = reader.fieldnames or []
+    path_column = next((c for c in CSV_PATH_COLUMNS if c in columns), None)
+    text_column = next((c for c in CSV_TEXT_COLUMNS if c in columns), None)
+    if path_column is None or text_column is None:
+        wanted = CSV_PATH_COLUMNS if path_column is None else CSV_TEXT_COLUMNS
+        raise DataError(
+            f"{src}: no {'audio path' if path_column is None else 'transcript'} column "
+            f"(one of {', '.join(wanted)}); found: {', '.join(columns) or 'none'}"
+        )
+    entries = []
+    for row in reader:
+        audio_text = (row.get(path_column) or "").strip()
+        audio = Path(audio_text) if Path(audio_text).is_absolute() else src.parent / audio_text
+        error = "" if audio_text else "empty path"
+        entries.append(
+            Entry(str(src), reader.line_num, audio, row.get(text_column) or "", group, error)
+        )
+    return entries
+
+
+def _check_entries(
+    entries: list[Entry],
+    data: DataSection,
+    normalize: NormalizeMode,
+    report: PrepareReport,
+    track: Track,
+) -> dict[str, list[Utterance]]:
+    """Normalize every transcript and probe every audio file; returns utterances by group."""
+    groups: dict[str, list[Utterance]] = {}
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+        results = _map_in_chunks(pool, lambda e: _check_entry(e, data, normalize), entries)
+        for entry, (utterance, reason, odd) in zip(
+            track(entries, "checking audio"), results, strict=True
+        ):
+            if utterance is None:
+                report.rejects.append(Reject(entry.source, entry.line, str(entry.audio), reason))
+                continue
+            report.odd_byte_files += odd
+            if utterance.duration is not None and utterance.duration > data.max_duration_s:
+                report.over_max_duration += 1
+            groups.setdefault(entry.group, []).append(utterance)
+    return groups
+
+
+def _map_in_chunks(
+    pool: ThreadPoolExecutor, function: Callable[[Entry], T], entries: Sequence[Entry]
+) -> Iterable[T]:
+    """pool.map over chunks, so 600,000 entries never become 600,000 pending futures at once."""
+    chunk = 4096
+    for start in range(0, len(entries), chunk):
+        yield from pool.map(function, entries[start : start + chunk])
+
+
+def _check_entry(
+    entry: Entry, data: DataSection, normalize: NormalizeMode
+) -> tuple[Utterance | None, str, bool]:
+    if entry.error or entry.raw is None:
+        return None, entry.error, False
+    sentence = normalize_transcript(entry.raw, normalize)
+    if not sentence:
+        return None, "empty transcript after normalization", False
+    try:
+        info = probe_audio(entry.audio)
+    except DataError as exc:
+        return None, str(exc).removeprefix(f"{entry.audio}: "), False
+    if info.duration_s < data.min_duration_s:
+        return None, f"shorter than data.min_duration_s ({data.min_duration_s} s)", False
+    utterance = Utterance(
+        path=str(entry.audio.resolve()),
+        sentence=sentence,
+        duration=round(info.duration_s, 3),
+        id=entry.audio.stem,
+        raw=entry.raw,
+    )
+    return utterance, "", info.odd_byte_count
+
+
+def _add_manifest(report: PrepareReport, name: str, utterances: list[Utterance]) -> None:
+    report.manifests[name] = Manifest(path=report.out_dir / f"{name}.csv", utterances=utterances)
+
+
+def _write_outputs(report: PrepareReport) -> None:
+    if not any(m.utterances for m in report.manifests.values()):
+        raise PeftyError(
+            f"every input line was rejected ({_reject_summary(report)}); nothing written"
+        )
+    for manifest in report.manifests.values():
+        write_manifest(manifest.path, manifest.utterances)
+    report.rejects_path = report.out_dir / REJECTS_FILE
+    write_rejects(report.rejects_path, report.rejects)
+    logger.info("%d utterances written, %d rejected", report.num_utterances, len(report.rejects))
+
+
+def _reject_summary(report: PrepareReport) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in report.reject_counts().most_common())

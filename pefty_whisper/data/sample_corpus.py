@@ -1,0 +1,898 @@
+"""Synthetic sample corpus: seeded Korean sentences in ETRI notation, spoken by espeak-ng, laid out
+exactly like KsponSpeech (parts, folders, headerless 16 kHz pcm, CP949 .txt, official .trn scripts).
+
+The repository stores no audio; the demo, the integration tests and the benchmarks generate this
+corpus instead. Sentences come from templates with slots, so a model fine-tuned on the train parts
+can generalize to the held-out eval sentences, which reuse the vocabulary but never a sentence.
+espeak-ng reads digits and Latin letters its own way, so it always speaks the Hangul
+pronunciation side of the dual transcriptions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from random import Random
+
+import numpy as np
+
+from pefty_whisper.data.audio import SAMPLE_RATE, resample
+from pefty_whisper.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+
+ESPEAK_RATE = 22_050
+NUM_PARTS = 5
+SPLITS = ("train", "dev", "eval_clean", "eval_other")
+
+
+@dataclass(frozen=True)
+class SampleCorpusSpec:
+    """Sizes and seed of a sample corpus; the defaults generate in seconds on a 2-core machine."""
+
+    utterances_per_part: int = 80  # train utterances in each of KsponSpeech_01..05
+    eval_clean: int = 40
+    eval_other: int = 40
+    # Extra utterances in their own last folder(s) of part 05, as the real dev set (0621-0623).
+    dev: int = 20
+    per_folder: int = 50  # the real corpus holds 1000 utterances per folder
+    seed: int = 0
+
+    @property
+    def total_utterances(self) -> int:
+        return NUM_PARTS * self.utterances_per_part + self.dev + self.eval_clean + self.eval_other
+
+
+@dataclass(frozen=True)
+class SampleCorpusSummary:
+    """What was generated, for the CLI summary and for callers that build manifests from it."""
+
+    out_dir: Path
+    train_per_part: tuple[int, ...]
+    dev: int
+    eval_clean: int
+    eval_other: int
+    distinct_sentences: int  # distinct template sentences (disfluencies and tags not counted)
+    audio_seconds: float
+    elapsed_seconds: float
+    scripts: tuple[Path, ...]  # train.trn, dev.trn, eval_clean.trn, eval_other.trn
+
+    @property
+    def num_utterances(self) -> int:
+        return sum(self.train_per_part) + self.dev + self.eval_clean + self.eval_other
+
+
+@dataclass(frozen=True)
+class ScriptLine:
+    """One utterance's transcript in the three forms the generator and its tests need."""
+
+    raw: str  # ETRI notation, as written to the .trn and .txt files
+    spoken: str  # the Hangul text espeak-ng reads
+    text: str  # spelling side, tags removed, fillers and repetitions kept (the Whisper target)
+    core: str  # `text` of the template sentence before disfluencies: the held-out key
+
+
+@dataclass(frozen=True)
+class SentencePools:
+    """Transcripts of every split; eval cores never occur in train or dev."""
+
+    train_parts: tuple[tuple[ScriptLine, ...], ...]  # KsponSpeech_01..05
+    dev: tuple[ScriptLine, ...]
+    eval_clean: tuple[ScriptLine, ...]
+    eval_other: tuple[ScriptLine, ...]
+
+    def all_lines(self) -> list[ScriptLine]:
+        lines = [line for part in self.train_parts for line in part]
+        return lines + list(self.dev) + list(self.eval_clean) + list(self.eval_other)
+
+
+# ---------------------------------------------------------------------------------------------
+# ETRI notation -> spoken and spelling text
+
+
+_DUAL = re.compile(r"\(([^()]*)\)/\(([^()]*)\)")
+NOISE_TAGS = frozenset({"b/", "l/", "o/", "n/", "u/"})
+_PUNCTUATION = re.compile(r"[.,?!]")
+# espeak-ng must never see digits or Latin letters: it would read them in its own way.
+_SPEAKABLE = re.compile(r"[\uac00-\ud7a3 .,?!]*")
+
+
+def _strip_marks(raw_without_duals: str) -> list[str]:
+    """Drop noise-tag tokens, then the filler `/`, repetition `+`, unclear `*` and `#` marks."""
+    words = []
+    for token in raw_without_duals.split():
+        if token in NOISE_TAGS:
+            continue
+        token = token.replace("*", "").replace("#", "")
+        token = re.sub(r"[/+]+([.,?!]?)$", r"\1", token)
+        if token:
+            words.append(token)
+    return words
+
+
+def spoken_text(raw: str) -> str:
+    """The Hangul that espeak-ng speaks for a transcript: pronunciation side, no notation."""
+    words = _strip_marks(_DUAL.sub(r"\2", raw))
+    spoken = " ".join(words)
+    if not _SPEAKABLE.fullmatch(spoken):
+        raise ValueError(f"spoken text would make espeak-ng read non-Hangul: {spoken!r} <- {raw!r}")
+    return spoken
+
+
+def spelling_text(raw: str) -> str:
+    """Spelling side with tags and punctuation removed, fillers and repetitions kept.
+
+    The generator's own key for the held-out check; data/kspon.py owns the real normalizer.
+    """
+    words = _strip_marks(_DUAL.sub(r"\1", raw))
+    return " ".join(_PUNCTUATION.sub("", " ".join(words)).split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Korean numbers (the pronunciation side of dual transcriptions)
+
+_SINO_DIGITS = "영일이삼사오육칠팔구"
+_NATIVE_ONES = ("", "한", "두", "세", "네", "다섯", "여섯", "일곱", "여덟", "아홉")
+_NATIVE_TENS = ("", "열", "스물", "서른", "마흔", "쉰", "예순", "일흔", "여든", "아흔")
+
+
+def _sino_below_10000(n: int) -> str:
+    out = ""
+    for unit_value, unit in ((1000, "천"), (100, "백"), (10, "십")):
+        digit, n = divmod(n, unit_value)
+        if digit:
+            # Korean drops the "일" before 천, 백 and 십: 1500 is 천오백, not 일천오백.
+            out += ("" if digit == 1 else _SINO_DIGITS[digit]) + unit
+    return out + (_SINO_DIGITS[n] if n else "")
+
+
+def sino_korean(n: int) -> str:
+    """Sino-Korean reading (dates, money, percent, minutes): 2019 -> 이천십구, 15000 -> 만 오천."""
+    if n == 0:
+        return "영"
+    man, rest = divmod(n, 10_000)
+    parts = []
+    if man:
+        parts.append(("" if man == 1 else _sino_below_10000(man)) + "만")
+    if rest:
+        parts.append(_sino_below_10000(rest))
+    return " ".join(parts)
+
+
+def native_korean(n: int) -> str:
+    """Native Korean before a counter (hours, items, people, age): 3 -> 세, 25 -> 스물다섯."""
+    if not 1 <= n <= 99:
+        raise ValueError(f"native Korean numbers here cover 1-99, got {n}")
+    if n == 20:
+        return "스무"
+    tens, ones = divmod(n, 10)
+    return _NATIVE_TENS[tens] + _NATIVE_ONES[ones]
+
+
+def _month(n: int) -> str:
+    # 6월 and 10월 drop their final consonant: 유월, 시월.
+    return {6: "유월", 10: "시월"}.get(n, f"{sino_korean(n)} 월")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentence grammar
+
+
+@dataclass(frozen=True)
+class Word:
+    """A slot value; `spoken` is set when spelling and pronunciation differ (digits, acronyms)."""
+
+    spelling: str
+    spoken: str | None = None
+    # A particle rides outside the dual notation, as in the corpus: (3시)/(세 시)에.
+    suffix: str = ""
+
+    @property
+    def raw(self) -> str:
+        body = self.spelling if self.spoken is None else f"({self.spelling})/({self.spoken})"
+        return body + self.suffix
+
+    @property
+    def said(self) -> str:
+        return (self.spelling if self.spoken is None else self.spoken) + self.suffix
+
+    def with_suffix(self, suffix: str) -> Word:
+        return replace(self, suffix=self.suffix + suffix)
+
+
+def _words(*items: str | tuple[str, str]) -> tuple[Word, ...]:
+    return tuple(Word(item) if isinstance(item, str) else Word(*item) for item in items)
+
+
+PEOPLE = _words(
+    "엄마", "아빠", "동생", "친구", "선배", "후배", "팀장님", "언니", "오빠", "형", "누나",
+    "남자 친구", "여자 친구", "사촌 동생", "옆집 아저씨", "담임 선생님", "민수", "지영이",
+    "과장님", "룸메이트",
+)  # fmt: skip
+PAST_DAYS = _words(
+    "어제", "아까", "그저께", "지난주에", "오늘 아침에", "지난 주말에", "작년에", "방학 때",
+)  # fmt: skip
+FUTURE_DAYS = _words(
+    "내일", "이따가", "모레", "다음 주에", "이번 주말에", "저녁에", "퇴근하고", "점심 먹고",
+)  # fmt: skip
+PLACES = _words(
+    "학교", "회사", "카페", "편의점", "도서관", "병원", "시장", "백화점", "공원", "식당", "영화관",
+    "헬스장", "지하철역", "은행", "미용실", "노래방", "할머니 댁", "강남역", "홍대", "부산",
+    ("PC방", "피씨방"),
+)  # fmt: skip
+FOODS = _words(
+    "떡볶이", "김치찌개", "치킨", "라면", "짜장면", "비빔밥", "삼겹살", "피자", "커피", "냉면",
+    "김밥", "순대", "된장찌개", "초밥", "햄버거", "파스타", "마라탕", "붕어빵",
+)  # fmt: skip
+THINGS = _words(
+    "핸드폰", "노트북", "가방", "우산", "책", "지갑", "신발", "이어폰", "시계", "카드", "충전기",
+    "안경", "모자", "자전거", ("USB", "유 에스 비"),
+)  # fmt: skip
+DEVICES = _words(
+    "노트북", "핸드폰", "냉장고", "세탁기", "에어컨", "컴퓨터", "청소기", ("TV", "티비"),
+)  # fmt: skip
+CHANNELS = _words(
+    ("KBS", "케이 비 에스"), ("MBC", "엠 비 씨"), ("SBS", "에스 비 에스"), ("EBS", "이 비 에스"),
+    ("TV", "티비"), "유튜브", "넷플릭스", "라디오",
+)  # fmt: skip
+TRANSPORT = _words(
+    ("KTX", "케이 티 엑스"), ("SRT", "에스 알 티"), "지하철", "버스", "막차", "첫차", "비행기",
+)  # fmt: skip
+ACTIVITIES = _words(
+    "운동", "공부", "청소", "쇼핑", "산책", "요리", "게임", "등산", "빨래", "발표 준비",
+    ("PPT", "피피티"), ("MT", "엠티"), "알바",
+)  # fmt: skip
+HOBBIES = _words(
+    "골프", "캠핑", "뜨개질", "요가", "게임", "낚시", "테니스", "드라마", "베이킹", "클라이밍",
+    ("SNS", "에스 엔 에스"), "유튜브",
+)  # fmt: skip
+BILLS = _words("월세", "관리비", "전기 요금", "가스비", "휴대폰 요금")
+
+
+def _clock_time(rng: Random) -> Word:
+    hour = rng.randint(1, 12)
+    minute = rng.choice((0, 0, 0, 30, 10, 20, 40, 50))
+    suffix = rng.choice(("에", "에", "쯤"))
+    if minute == 0:
+        return Word(f"{hour}시", f"{native_korean(hour)} 시").with_suffix(suffix)
+    if minute == 30 and rng.random() < 0.5:
+        return Word(f"{hour}시 반", f"{native_korean(hour)} 시 반").with_suffix(suffix)
+    spoken = f"{native_korean(hour)} 시 {sino_korean(minute)} 분"
+    return Word(f"{hour}시 {minute}분", spoken).with_suffix(suffix)
+
+
+def _date(rng: Random) -> Word:
+    month, day = rng.randint(1, 12), rng.randint(1, 28)
+    if rng.random() < 0.3:
+        return Word(f"{month}월", _month(month))
+    return Word(f"{month}월 {day}일", f"{_month(month)} {sino_korean(day)} 일")
+
+
+def _when(days: Sequence[Word]) -> Callable[[Random], Word]:
+    """A time phrase carrying its particle: a day word, (3시)/(세 시)에 or (5월)/(오 월)에."""
+
+    def draw(rng: Random) -> Word:
+        kind = rng.random()
+        if kind < 0.5:
+            return rng.choice(days)
+        if kind < 0.85:
+            return _clock_time(rng)
+        return _date(rng).with_suffix("에")
+
+    return draw
+
+
+def _year(rng: Random) -> Word:
+    year = rng.randint(1995, 2024)
+    return Word(f"{year}년", f"{sino_korean(year)} 년")
+
+
+def _money(rng: Random) -> Word:
+    amount = rng.choice(
+        (1000, 1500, 2000, 3000, 4500, 5000, 8000, 10000, 12000, 15000, 20000, 30000, 50000)
+    )
+    return Word(f"{amount}원", f"{sino_korean(amount)} 원")
+
+
+def _percent(rng: Random) -> Word:
+    value = rng.choice((10, 15, 20, 30, 40, 50, 60, 70, 80, 90))
+    # Speakers say both 퍼센트 and 프로 for %; the spelling side is the same.
+    return Word(f"{value}%", f"{sino_korean(value)} {rng.choice(('퍼센트', '프로'))}")
+
+
+def _counted(rng: Random, counter: str, low: int, high: int, native: bool) -> Word:
+    n = rng.randint(low, high)
+    said = native_korean(n) if native else sino_korean(n)
+    return Word(f"{n}{counter}", f"{said} {counter}")
+
+
+def _duration(rng: Random) -> Word:
+    if rng.random() < 0.7:
+        minutes = rng.choice((5, 10, 15, 20, 30, 40, 50))
+        return Word(f"{minutes}분", f"{sino_korean(minutes)} 분")
+    return _counted(rng, "시간", 1, 5, native=True)
+
+
+def _score(rng: Random) -> Word:
+    whole, tenth = rng.randint(2, 4), rng.randint(0, 9)
+    return Word(f"{whole}.{tenth}점", f"{sino_korean(whole)} 점 {sino_korean(tenth)} 점")
+
+
+def _age(rng: Random) -> Word:
+    return _counted(rng, "살", 19, 45, native=True)
+
+
+def _pick(values: Sequence[Word]) -> Callable[[Random], Word]:
+    return lambda rng: rng.choice(values)
+
+
+SLOTS: dict[str, Callable[[Random], Word]] = {
+    "person": _pick(PEOPLE),
+    # Past and future times keep the tense of the sentence believable; `time` is either.
+    "past": _when(PAST_DAYS),
+    "future": _when(FUTURE_DAYS),
+    "time": _when(PAST_DAYS + FUTURE_DAYS),
+    "past_day": _pick(PAST_DAYS),
+    "place": _pick(PLACES),
+    "food": _pick(FOODS),
+    "thing": _pick(THINGS),
+    "device": _pick(DEVICES),
+    "channel": _pick(CHANNELS),
+    "transport": _pick(TRANSPORT),
+    "activity": _pick(ACTIVITIES),
+    "hobby": _pick(HOBBIES),
+    "bill": _pick(BILLS),
+    "year": _year,
+    "date": _date,
+    "money": _money,
+    "percent": _percent,
+    "duration": _duration,
+    "score": _score,
+    "age": _age,
+    "things": lambda rng: _counted(rng, "개", 2, 5, native=True),
+    "people": lambda rng: _counted(rng, "명", 2, 9, native=True),
+    "times": lambda rng: _counted(rng, "번", 2, 5, native=True),
+    "floor": lambda rng: _counted(rng, "층", 2, 15, native=False),
+    "line": lambda rng: _counted(rng, "호선", 1, 9, native=False),
+    "portions": lambda rng: _counted(rng, "인분", 1, 4, native=False),
+}
+
+# Everyday conversational sentences. {slot} or {slot:particle}; [a|b] picks one alternative;
+# (spelling)/(pronunciation) is written as in the corpus.
+TEMPLATES = (
+    "{past} {place:에서} {food:을} 먹었는데 [진짜|너무|완전] 맛있었어",
+    "{person:은} {future} {place:에} [간대|간다고 했어|갈 거래]",
+    "{time} {place:에서} 만나기로 했잖아",
+    "{past_day} {device:이} [갑자기|또] 고장 나서 (A/S)/(에이 에스) "
+    "[맡겼어|받으러 가야 돼|신청했어]",
+    "{past_day} {channel:에서} 하는 [드라마|예능|뉴스|야구] 봤어?",
+    "요즘 {food:이} 너무 비싸서 {money:이나} 해",
+    "{place:에서} [지금|이번 주에|내일부터] {percent} 할인한대",
+    "{year:에} {place:에서} 처음 [일했어|알바했어|만났어]",
+    "시험이 {date:이라서} [공부해야 돼|놀 시간이 없어]",
+    "{person:이} {thing:을} 잃어버렸대",
+    "여기서 {place:까지} {duration} 정도 걸려",
+    "{future} {person:한테} 전화해 [봐|줄래?|볼게]",
+    "[배고픈데|심심한데|비 오는데] {future} {food} 시켜 먹을까?",
+    "{person:은} {food:을} [진짜|엄청] 좋아하더라",
+    "{thing} {things} 샀는데 하나는 {person:한테} 줬어",
+    "{place} 가려면 엘리베이터 타고 {floor:에서} 내리면 돼",
+    "{past} 너무 추워서 그냥 집에 있었어",
+    "{place:에} 사람이 너무 많아서 {duration} 기다렸어",
+    "{person:은} 요즘 {hobby:에} [빠졌대|푹 빠져 있어]",
+    "나 {future} {place:에서} 알바해",
+    "{person:한테} [벌써|분명히] {times} 말했는데 아직도 [몰라|안 했어]",
+    "지하철 {line} 타고 {place:에} 가면 돼",
+    "{future} 같이 {activity} 하자고 했는데 어떻게 생각해?",
+    "{past_day} 본 그 [영화|드라마] 평점이 {score:이래}",
+    "{person:이} {thing:을} {money:에} 팔았대",
+    "{past} {place:에서} {activity} 했어",
+    "[핸드폰|노트북|이어폰|시계|태블릿] 배터리가 [벌써|이제] {percent}밖에 안 남았어",
+    "{past_day} {place:에서} 찍은 사진 (SNS)/(에스 엔 에스)에 [올렸어|올려도 돼?]",
+    "{person:이} {future} 결혼한대",
+    "{person:이} {past_day} 늦잠 자서 {transport:을} 놓쳤대",
+    "{place:에} {thing:을} 두고 왔나 봐",
+    "[여기|사장님] {food} {portions} [주세요|포장해 주세요]",
+    "{past_day} [회의에|모임에|수업에] {people}밖에 안 왔어",
+    "{person:은} 올해 {age:이야}",
+    "{future} (PC방)/(피씨방) 가서 [게임할래?|놀자]",
+    "{past_day} {channel:에} 우리 [동네|학교|회사] [나왔대|나왔어]",
+    "{place} [앞에|입구에] (CCTV)/(씨씨티비) 있으니까 [괜찮아|걱정 마|조심해]",
+    "[혹시|여기] {place} [근처에|안에] (ATM)/(에이 티 엠) 있어?",
+    "{past_day} {thing:을} 어디 뒀는지 기억이 안 나",
+    "[이번 달|지난달] {bill:이} {money} [나왔어|넘게 나왔어]",
+    "{person:이랑} {future} {food} 먹기로 했어",
+    "{future} {transport} 타고 {place:에} 갈 거야",
+    "나는 {year:에} {place:에서} {person:을} 처음 봤어",
+)
+
+# Particles whose form depends on whether the word ends in a consonant: (after consonant, vowel).
+_PARTICLES = {
+    "은": ("은", "는"),
+    "이": ("이", "가"),
+    "을": ("을", "를"),
+    "과": ("과", "와"),
+    "이랑": ("이랑", "랑"),
+    "이나": ("이나", "나"),
+    "이야": ("이야", "야"),
+    "이라서": ("이라서", "라서"),
+    "이래": ("이래", "래"),
+}
+
+
+def _has_final_consonant(word: str) -> bool:
+    syllables = [ch for ch in word if "\uac00" <= ch <= "\ud7a3"]
+    if not syllables:
+        raise ValueError(f"particle after a word without Hangul: {word!r}")
+    return (ord(syllables[-1]) - 0xAC00) % 28 != 0
+
+
+def _with_particle(word: Word, particle: str) -> str:
+    if particle in _PARTICLES:
+        after_consonant, after_vowel = _PARTICLES[particle]
+        particle = after_consonant if _has_final_consonant(word.said) else after_vowel
+    return word.raw + particle
+
+
+_SLOT = re.compile(r"\{(\w+)(?::(\w+))?\}")
+_ALTERNATIVES = re.compile(r"\[([^\[\]]*)\]")
+
+
+def realize(template: str, rng: Random) -> str:
+    """Fill a template's slots and alternatives: the raw ETRI transcript of one core sentence."""
+    text = _ALTERNATIVES.sub(lambda m: rng.choice(m.group(1).split("|")), template)
+
+    def fill(match: re.Match[str]) -> str:
+        word = SLOTS[match.group(1)](rng)
+        return _with_particle(word, match.group(2) or "")
+
+    return _SLOT.sub(fill, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Disfluencies and tags: what makes a transcript look like spontaneous KsponSpeech speech
+
+FILLERS = ("어", "음", "그", "아", "뭐", "이제")
+_HANGUL_WORD = re.compile(r"[\uac00-\ud7a3]{2,}")
+
+
+def _plain_positions(tokens: list[str]) -> list[int]:
+    """Tokens that are pure Hangul words, the ones a speaker can stumble on or repeat."""
+    return [i for i, token in enumerate(tokens) if _HANGUL_WORD.fullmatch(token)]
+
+
+def add_disfluencies(core_raw: str, rng: Random) -> str:
+    """Decorate a core sentence with fillers, repetitions, noise tags and rare `*`/`#` marks."""
+    tokens = core_raw.split()
+    # Duals hold spaces inside their parentheses; keep each dual (and its particle) one token.
+    tokens = _rejoin_duals(tokens)
+    plain = _plain_positions(tokens)
+    if plain and rng.random() < 0.18:
+        i = rng.choice(plain)
+        # Mostly a false start on the first syllable (그+ 그거), sometimes the whole word.
+        stutter = tokens[i][0] if rng.random() < 0.7 else tokens[i]
+        tokens.insert(i, stutter + "+")
+    plain = _plain_positions(tokens)  # a stutter like 그+ is no longer a plain word
+    if plain and rng.random() < 0.06:
+        i = rng.choice(plain)
+        tokens[i] = tokens[i] + "*"  # the word was hard to make out
+    elif plain and rng.random() < 0.05:
+        i = rng.choice(plain)
+        tokens[i] = "#" + tokens[i]
+    if rng.random() < 0.4:
+        position = 0 if rng.random() < 0.6 else rng.randint(0, len(tokens) - 1)
+        tokens.insert(position, rng.choice(FILLERS) + "/")
+    if not tokens[-1].endswith("?") and rng.random() < 0.1:
+        tokens[-1] += "."  # the corpus marks some sentence ends
+    return " ".join(_add_noise_tags(tokens, rng))
+
+
+def _rejoin_duals(tokens: list[str]) -> list[str]:
+    joined: list[str] = []
+    depth_open = False
+    for token in tokens:
+        if depth_open:
+            joined[-1] += " " + token
+        else:
+            joined.append(token)
+        depth_open = joined[-1].count("(") > joined[-1].count(")")
+    return joined
+
+
+def _add_noise_tags(tokens: list[str], rng: Random) -> list[str]:
+    # Tags sit at the edges, where the audio can carry them (a noise burst in the padding).
+    lead = rng.choices(("", "o/", "n/", "u/"), weights=(84, 6, 7, 3))[0]
+    trail = rng.choices(("", "b/", "l/", "n/"), weights=(70, 20, 5, 5))[0]
+    return ([lead] if lead else []) + tokens + ([trail] if trail else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentence pools
+
+
+def _draw_cores(rng: Random, count: int, exclude: set[str], unique: bool) -> list[str]:
+    """Draw `count` core transcripts whose spelling text is not in `exclude` (updated in place)."""
+    cores: list[str] = []
+    attempts = 0
+    while len(cores) < count:
+        attempts += 1
+        raw = realize(rng.choice(TEMPLATES), rng)
+        key = spelling_text(raw)
+        if key in exclude:
+            if attempts > 200 * (count + 10):
+                if unique:
+                    raise ConfigError(
+                        f"the sentence templates hold too few distinct sentences for {count} "
+                        "held-out eval utterances: lower the eval counts"
+                    )
+                # Train may repeat a train sentence (never an eval one) once the grammar runs dry.
+                return cores + _repeat_cores(rng, cores, count - len(cores))
+            continue
+        exclude.add(key)
+        cores.append(raw)
+    return cores
+
+
+def _repeat_cores(rng: Random, cores: list[str], missing: int) -> list[str]:
+    logger.warning("sentence grammar exhausted: %d train sentences repeat", missing)
+    return [rng.choice(cores) for _ in range(missing)]
+
+
+def _script_lines(cores: list[str], seed: int, split: str) -> tuple[ScriptLine, ...]:
+    lines = []
+    for index, core in enumerate(cores):
+        # One generator per utterance, so a line does not change when the counts before it do.
+        raw = add_disfluencies(core, Random(f"pefty-sample:{seed}:{split}:{index}:disfluency"))
+        lines.append(ScriptLine(raw, spoken_text(raw), spelling_text(raw), spelling_text(core)))
+    return tuple(lines)
+
+
+def sentence_pools(spec: SampleCorpusSpec = SampleCorpusSpec()) -> SentencePools:
+    """Every split's transcripts, without audio: eval sentences are held out from train and dev.
+
+    Eval sentences are drawn first from their own stream, so they stay the same when the train
+    sizes change; every train part gets new sentences while the grammar allows.
+    """
+    _check_spec(spec)
+    taken: set[str] = set()
+    eval_rng = Random(f"pefty-sample:{spec.seed}:eval")
+    eval_clean = _draw_cores(eval_rng, spec.eval_clean, taken, unique=True)
+    eval_other = _draw_cores(eval_rng, spec.eval_other, taken, unique=True)
+    train_rng = Random(f"pefty-sample:{spec.seed}:train")
+    parts = [
+        _draw_cores(train_rng, spec.utterances_per_part, taken, unique=False)
+        for _ in range(NUM_PARTS)
+    ]
+    dev = _draw_cores(train_rng, spec.dev, taken, unique=False)
+    return SentencePools(
+        train_parts=tuple(
+            _script_lines(part, spec.seed, f"train{n}") for n, part in enumerate(parts, 1)
+        ),
+        dev=_script_lines(dev, spec.seed, "dev"),
+        eval_clean=_script_lines(eval_clean, spec.seed, "eval_clean"),
+        eval_other=_script_lines(eval_other, spec.seed, "eval_other"),
+    )
+
+
+def _check_spec(spec: SampleCorpusSpec) -> None:
+    if spec.utterances_per_part < 1 or spec.per_folder < 1:
+        raise ConfigError(
+            f"utterances_per_part and per_folder must be at least 1, got "
+            f"{spec.utterances_per_part} and {spec.per_folder}"
+        )
+    for name in ("eval_clean", "eval_other", "dev"):
+        if getattr(spec, name) < 0:
+            raise ConfigError(f"{name} must be 0 or more, got {getattr(spec, name)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layout
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    split: str
+    rel_path: str  # e.g. KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.pcm
+    line: ScriptLine
+    harder: bool  # eval_other: noisier, faster or slower, odd pitch
+
+
+def _plan_layout(spec: SampleCorpusSpec, pools: SentencePools) -> list[_Utterance]:
+    """Paths as in the real corpus: ids and folder numbers run on across parts, dev folders last."""
+    plan: list[_Utterance] = []
+    utt_id, folder = 1, 1
+    for part_no, part in enumerate(pools.train_parts, 1):
+        groups = [("train", part)] + ([("dev", pools.dev)] if part_no == NUM_PARTS else [])
+        for split, lines in groups:
+            # A new folder for each part and for dev, so the dev folders hold dev only.
+            for start in range(0, len(lines), spec.per_folder):
+                for line in lines[start : start + spec.per_folder]:
+                    rel = (
+                        f"KsponSpeech_{part_no:02d}/KsponSpeech_{folder:04d}/"
+                        f"KsponSpeech_{utt_id:06d}.pcm"
+                    )
+                    plan.append(_Utterance(split, rel, line, harder=False))
+                    utt_id += 1
+                folder += 1
+    eval_id = 1
+    for split, lines in (("eval_clean", pools.eval_clean), ("eval_other", pools.eval_other)):
+        for line in lines:
+            rel = f"KsponSpeech_eval/{split}/KsponSpeech_E{eval_id:05d}.pcm"
+            plan.append(_Utterance(split, rel, line, harder=split == "eval_other"))
+            eval_id += 1
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+
+VOICES = ("ko", "ko+m1", "ko+m2", "ko+m3", "ko+m4", "ko+f1", "ko+f2", "ko+f3", "ko+f4")
+
+
+@dataclass(frozen=True)
+class _Voice:
+    name: str
+    speed: int  # espeak-ng -s, words per minute (its default is 175)
+    pitch: int  # espeak-ng -p, 0-99 (default 50)
+
+
+def _pick_voice(rng: Random, harder: bool) -> _Voice:
+    if harder:
+        # Outside the train ranges on purpose: eval_other should be harder than eval_clean.
+        speed = rng.choice((rng.randint(110, 125), rng.randint(185, 205)))
+        pitch = rng.choice((rng.randint(10, 28), rng.randint(72, 90)))
+    else:
+        speed, pitch = rng.randint(130, 175), rng.randint(32, 68)
+    return _Voice(rng.choice(VOICES), speed, pitch)
+
+
+# espeak-ng's Korean rules miss a few sound changes; respell those for its ears only, so the
+# transcript stays standard Hangul: 여덟 reads as 여덥 (not 여덜), 십육 without the inserted ㄴ.
+_ESPEAK_RESPELLINGS = (("여덟", "여덜"), ("십육", "심뉵"))
+
+
+def synthesize(text: str, voice: _Voice) -> np.ndarray:
+    """espeak-ng speech for `text` as float32 at 16 kHz."""
+    for written, said in _ESPEAK_RESPELLINGS:
+        text = text.replace(written, said)
+    command = ["espeak-ng", "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch)]
+    result = subprocess.run([*command, "--stdout", text], capture_output=True, check=False)
+    if result.returncode != 0 or len(result.stdout) <= 44:
+        stderr = result.stderr.decode(errors="replace").strip()
+        raise DataError(f"espeak-ng failed on {text!r} with voice {voice.name}: {stderr}")
+    return resample(_wav_samples(result.stdout), ESPEAK_RATE)
+
+
+def _wav_samples(wav: bytes) -> np.ndarray:
+    # espeak-ng streams to stdout with placeholder chunk sizes, so find the data chunk by name.
+    start = wav.find(b"data", 12)
+    if start < 0:
+        raise DataError("espeak-ng produced no wav data chunk")
+    data = wav[start + 8 :]
+    data = data[: len(data) // 2 * 2]
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _trim_silence(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > threshold)
+    return audio[loud[0] : loud[-1] + 1] if loud.size else audio
+
+
+def _rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+
+
+def _burst(noise: np.random.Generator, seconds: float, level: float, smooth: int) -> np.ndarray:
+    """A short noise burst with a smooth envelope; `smooth` taps low-pass it (breath vs bang)."""
+    n = int(seconds * SAMPLE_RATE)
+    burst = noise.standard_normal(n)
+    if smooth > 1:
+        burst = np.convolve(burst, np.ones(smooth) / np.sqrt(smooth), mode="same")
+    return (burst * np.hanning(n) * level).astype(np.float32)
+
+
+def _silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+
+
+def _edge_sound(tag: str, noise: np.random.Generator, rng: Random, speech_rms: float) -> np.ndarray:
+    """Audio for a noise tag in the padding: a broadband bang for n/, a soft breath for b/."""
+    if tag == "n/":
+        return _burst(noise, rng.uniform(0.12, 0.3), speech_rms * rng.uniform(0.3, 0.6), smooth=1)
+    if tag == "b/":
+        return _burst(noise, rng.uniform(0.25, 0.4), speech_rms * 0.15, smooth=8)
+    return _silence(0.0)
+
+
+def _babble(rng: Random, length: int) -> np.ndarray:
+    """Another voice saying another sentence backwards: speech-like but unintelligible."""
+    text = spoken_text(realize(rng.choice(TEMPLATES), rng))
+    babble = _trim_silence(synthesize(text, _pick_voice(rng, harder=False)))[::-1]
+    return np.resize(babble, length)  # np.resize repeats a short babble to fill the utterance
+
+
+def render_audio(line: ScriptLine, key: str, harder: bool) -> np.ndarray:
+    """One utterance's float32 16 kHz audio; `key` seeds its voice, padding and noise."""
+    rng = Random(f"pefty-sample:{key}:audio")
+    noise = np.random.default_rng(rng.getrandbits(64))
+    speech = _trim_silence(synthesize(line.spoken, _pick_voice(rng, harder)))
+    speech = speech * (rng.uniform(0.3, 0.8) / max(float(np.max(np.abs(speech))), 1e-6))
+    level = _rms(speech)
+    tokens = line.raw.split()
+    pieces = [
+        _silence(rng.uniform(0.15, 0.4)),
+        _edge_sound(tokens[0], noise, rng, level),
+        _silence(rng.uniform(0.05, 0.15)),
+        speech,
+        _silence(rng.uniform(0.1, 0.25)),
+        _edge_sound(tokens[-1], noise, rng, level),
+        _silence(rng.uniform(0.15, 0.4)),
+    ]
+    audio = np.concatenate(pieces)
+    if harder:
+        babble = _babble(rng, audio.size)
+        # Harder, not hopeless: the real eval_other is only about 1 CER point harder.
+        babble_snr_db, white_snr_db = rng.uniform(12.0, 18.0), rng.uniform(20.0, 28.0)
+        audio = audio + babble * (level / max(_rms(babble), 1e-6) * 10 ** (-babble_snr_db / 20))
+        audio = audio + noise.standard_normal(audio.size) * level * 10 ** (-white_snr_db / 20)
+    # A faint noise floor: real recordings are never digital zero between words.
+    return audio + noise.standard_normal(audio.size).astype(np.float32) * 2e-4
+
+
+def to_pcm_bytes(audio: np.ndarray) -> bytes:
+    """Float audio to KsponSpeech's headerless 16-bit signed little-endian pcm, clipping peaks."""
+    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2").tobytes()
+
+
+def _write_utterance(utt: _Utterance, root: Path, seed: int) -> float:
+    audio = render_audio(utt.line, f"{seed}:{utt.rel_path}", utt.harder)
+    pcm_path = root / utt.rel_path
+    pcm_path.parent.mkdir(parents=True, exist_ok=True)
+    pcm_path.write_bytes(to_pcm_bytes(audio))
+    # The real corpus ships each transcript beside its audio, in CP949.
+    pcm_path.with_suffix(".txt").write_bytes((utt.line.raw + "\n").encode("cp949"))
+    return audio.size / SAMPLE_RATE
+
+
+def _render_all(
+    plan: list[_Utterance],
+    root: Path,
+    seed: int,
+    progress: Callable[[int], None] | None,
+    workers: int,
+) -> float:
+    # espeak-ng runs as a subprocess, so threads overlap it without fighting over the GIL.
+    seconds = 0.0
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_write_utterance, utt, root, seed) for utt in plan]
+        for future in as_completed(futures):
+            seconds += future.result()
+            if progress is not None:
+                progress(1)
+    return seconds
+
+
+def _write_scripts(plan: list[_Utterance], root: Path) -> None:
+    scripts_dir = root / "scripts"
+    scripts_dir.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        lines = [f"{u.rel_path} :: {u.line.raw}\n" for u in plan if u.split == split]
+        (scripts_dir / f"{split}.trn").write_text("".join(lines), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _require_espeak() -> None:
+    if shutil.which("espeak-ng") is None:
+        raise DataError(
+            "espeak-ng not found on PATH; the sample corpus is spoken by its Korean voice: "
+            "install it with `apt-get install espeak-ng`"
+        )
+    probe = subprocess.run(["espeak-ng", "-v", "ko", "--stdout", "가"], capture_output=True)
+    if probe.returncode != 0 or len(probe.stdout) <= 44:
+        raise DataError(
+            f"espeak-ng has no usable Korean voice ({probe.stderr.decode(errors='replace')}): "
+            "install the full package with `apt-get install espeak-ng`"
+        )
+
+
+def _looks_like_sample_corpus(path: Path) -> bool:
+    return (path / "scripts" / "train.trn").is_file() and (path / "KsponSpeech_01").is_dir()
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DataError(f"{out_dir} is a file: choose a directory for the sample corpus")
+    if not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise DataError(
+            f"{out_dir} exists and is not empty: pass overwrite=True (--overwrite) to replace it, "
+            "or choose another output directory"
+        )
+    if not _looks_like_sample_corpus(out_dir):
+        # Overwrite deletes the directory; only ever delete something this module made.
+        raise DataError(
+            f"refusing to overwrite {out_dir}: it does not look like a sample corpus "
+            "(no scripts/train.trn and KsponSpeech_01/); remove it yourself or choose another"
+        )
+
+
+def _move_into_place(partial: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        old = out_dir.with_name(out_dir.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out_dir.rename(old)
+        partial.rename(out_dir)
+        shutil.rmtree(old)
+    else:
+        partial.rename(out_dir)
+
+
+def generate_sample_corpus(
+    out_dir: Path,
+    spec: SampleCorpusSpec = SampleCorpusSpec(),
+    progress: Callable[[int], None] | None = None,
+    overwrite: bool = False,
+    workers: int = 4,
+) -> SampleCorpusSummary:
+    """Write a synthetic KsponSpeech-layout corpus to `out_dir`, the same bytes for the same spec.
+
+    It is built in a sibling `<out_dir>.partial` and renamed into place at the end, so a killed
+    run never leaves a corpus that looks finished. `progress` gets the number of utterances just
+    finished, to drive a progress bar. `overwrite` replaces an earlier sample corpus (and nothing
+    else); `workers` espeak-ng processes run at once.
+    """
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    _check_spec(spec)
+    _require_espeak()
+    _check_target(out_dir, overwrite)
+    pools = sentence_pools(spec)
+    plan = _plan_layout(spec, pools)
+
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists():
+        logger.warning("removing %s left by an interrupted run", partial)
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    logger.info("generating %d utterances into %s", len(plan), partial)
+    try:
+        audio_seconds = _render_all(plan, partial, spec.seed, progress, max(1, workers))
+        _write_scripts(plan, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _move_into_place(partial, out_dir)
+
+    summary = SampleCorpusSummary(
+        out_dir=out_dir,
+        train_per_part=tuple(len(part) for part in pools.train_parts),
+        dev=len(pools.dev),
+        eval_clean=len(pools.eval_clean),
+        eval_other=len(pools.eval_other),
+        distinct_sentences=len({line.core for line in pools.all_lines()}),
+        audio_seconds=audio_seconds,
+        elapsed_seconds=time.perf_counter() - started,
+        scripts=tuple(out_dir / "scripts" / f"{split}.trn" for split in SPLITS),
+    )
+    logger.info(
+        "sample corpus: %d utterances, %.1f min of audio, %d distinct sentences, %.1f s",
+        summary.num_utterances,
+        audio_seconds / 60,
+        summary.distinct_sentences,
+        summary.elapsed_seconds,
+    )
+    return summary
