@@ -1,0 +1,146 @@
+"""Training examples: log-mel features computed on the fly in the data loader, labels, batches.
+
+Features are never cached: an 80x3000 float array is about 1 MB per utterance, over 100 GB for
+one KsponSpeech part. The loader's workers compute them while the model trains.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from pefty_whisper.data.audio import SAMPLE_RATE, load_audio, probe_audio
+from pefty_whisper.data.manifest import Utterance
+from pefty_whisper.errors import DataError
+
+if TYPE_CHECKING:
+    from transformers import WhisperProcessor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FilterReport:
+    """What was dropped before training started, and why; recorded in round.json."""
+
+    kept: int = 0
+    too_long_audio: int = 0
+    too_long_labels: int = 0
+    unreadable_audio: int = 0
+    examples: list[str] = field(default_factory=list)  # a few ids per reason, for the log
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "kept": self.kept,
+            "dropped_audio_over_max_duration": self.too_long_audio,
+            "dropped_labels_over_max_tokens": self.too_long_labels,
+            "dropped_unreadable_audio": self.unreadable_audio,
+        }
+
+
+def label_ids(processor: WhisperProcessor, sentence: str) -> list[int]:
+    """`<|startoftranscript|><|ko|><|transcribe|><|notimestamps|> text <|endoftext|>`."""
+    return processor.tokenizer(sentence).input_ids
+
+
+def filter_utterances(
+    utterances: Sequence[Utterance],
+    processor: WhisperProcessor,
+    max_duration_s: float,
+    max_label_tokens: int,
+) -> tuple[list[Utterance], FilterReport]:
+    """Drop (and count) what Whisper cannot train on, before the first step rather than mid-run."""
+    report = FilterReport()
+    kept = []
+    for utterance, ids in zip(
+        utterances, processor.tokenizer([u.sentence for u in utterances]).input_ids, strict=True
+    ):
+        duration = utterance.duration
+        if duration is None:
+            try:
+                duration = probe_audio(utterance.path).duration_s
+            except DataError as exc:
+                logger.warning("%s", exc)
+                report.unreadable_audio += 1
+                continue
+        if duration > max_duration_s:
+            report.too_long_audio += 1
+            continue
+        if len(ids) > max_label_tokens:
+            report.too_long_labels += 1
+            continue
+        kept.append(utterance)
+    report.kept = len(kept)
+    return kept, report
+
+
+class SpeechDataset(torch.utils.data.Dataset):
+    """Decodes audio and computes log-mel features per item, inside the loader's workers."""
+
+    def __init__(self, utterances: Sequence[Utterance], processor: WhisperProcessor) -> None:
+        self.utterances = list(utterances)
+        self.processor = processor
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        utterance = self.utterances[index]
+        try:
+            audio = load_audio(utterance.path)
+        except DataError as exc:
+            # A file that went bad after `prepare`: skip it in the collator, do not kill the round.
+            logger.warning("skipping unreadable audio: %s", exc)
+            return None
+        return {
+            "input_features": log_mel(self.processor, audio),
+            "labels": label_ids(self.processor, utterance.sentence),
+        }
+
+
+def log_mel(processor: WhisperProcessor, audio: np.ndarray) -> np.ndarray:
+    """Whisper's log-mel features, padded to the model's context by the feature extractor.
+
+    The feature extractor is the one place that decides the context length (30 s for stock
+    Whisper); nothing else in the package assumes 3000 frames.
+    """
+    features = processor.feature_extractor(
+        audio, sampling_rate=SAMPLE_RATE, return_tensors="np"
+    ).input_features
+    return features[0]
+
+
+@dataclass
+class SpeechCollator:
+    """Stacks features and builds decoder inputs and labels from the token ids.
+
+    decoder_input_ids = ids[:-1] and labels = ids[1:]: the same shift the model would do itself,
+    done here because the loss is computed outside the model (see train.token_mean_loss).
+    """
+
+    pad_token_id: int
+
+    def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
+        items = [item for item in items if item is not None]
+        if not items:
+            raise DataError(
+                "a whole batch of audio files was unreadable; run `pefty prepare` again"
+            )
+        features = torch.from_numpy(np.stack([item["input_features"] for item in items]))
+        longest = max(len(item["labels"]) for item in items) - 1
+        decoder_input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(items), longest), -100, dtype=torch.long)
+        for row, item in enumerate(items):
+            ids = torch.tensor(item["labels"], dtype=torch.long)
+            decoder_input_ids[row, : len(ids) - 1] = ids[:-1]
+            labels[row, : len(ids) - 1] = ids[1:]
+        return {
+            "input_features": features,
+            "decoder_input_ids": decoder_input_ids,
+            "labels": labels,
+        }

@@ -1,0 +1,277 @@
+"""`pefty train` on a tiny random Whisper with the real tokenizer: 8-bit base, DeepSpeed ZeRO-2 on
+the CPU (gloo), one and two processes, kill -9 and --resume, and the refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from fixtures import save_tiny_whisper
+
+from pefty_whisper.cli import main
+
+RATE = 16_000
+SENTENCES = ["안녕하세요 반갑습니다", "오늘 날씨가 좋네요", "세 시에 만나요", "KBS 뉴스를 봤어요"]
+FAST_TRAINING = {
+    "train": {
+        "max_steps": 8,
+        "eval_steps": 4,
+        "logging_steps": 1,
+        "batch_size": 4,
+        "eval_batch_size": 4,
+        "learning_rate": 0.01,
+        "warmup_steps": 0,
+        "generation_max_length": 12,
+        "max_eval_samples": 4,
+    },
+    "data": {"num_workers": 0},
+    "lora": {"r": 8, "alpha": 16},
+}
+
+
+def write_audio(path: Path, seed: int, seconds: float = 1.0) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(RATE * seconds)) / RATE
+    tone = np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.1 * rng.standard_normal(len(t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes((6000 * tone).astype("<i2").tobytes())
+
+
+def write_manifest(path: Path, rows: list[tuple[str, str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "sentence"])
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    return save_tiny_whisper(tmp_path_factory.mktemp("base") / "tiny")
+
+
+def make_workspace(root: Path, repeats: int = 1, extra_rows: tuple = ()) -> Path:
+    """Four utterances (optionally repeated): one small batch the model can overfit."""
+    audio = [root / "audio" / f"u{i}.pcm" for i in range(len(SENTENCES))]
+    for i, path in enumerate(audio):
+        write_audio(path, i)
+    rows = [(str(p), s) for p, s in zip(audio, SENTENCES, strict=True)]
+    write_manifest(
+        root / "data" / "train_KsponSpeech_01_train.csv", rows * repeats + list(extra_rows)
+    )
+    write_manifest(root / "data" / "train_KsponSpeech_01_test.csv", rows)
+    (root / "pefty.yaml").write_text(yaml.safe_dump(FAST_TRAINING), encoding="utf-8")
+    return root
+
+
+def logged(adapter_dir: Path, key: str) -> list[float]:
+    history = json.loads((adapter_dir / "log_history.json").read_text())
+    return [entry[key] for entry in history if key in entry]
+
+
+def test_8bit_zero2_round_trains_and_writes_lineage(tiny_base, tmp_path):
+    bad_rows = (("missing.pcm", "없는 파일"), (str(tmp_path / "audio" / "u0.pcm"), ""))
+    work = make_workspace(tmp_path, extra_rows=bad_rows)
+    result = CliRunner().invoke(
+        main,
+        ["train", "--round", "1", "--base", str(tiny_base), "--workdir", str(work)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    adapter = work / "adapters" / "round1"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 8
+    assert set(adapter_config["target_modules"]) == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "out_proj",
+        "fc1",
+        "fc2",
+    }
+
+    # Every step sees the same batch of four, so the loss must fall. A tiny random Whisper's
+    # tied 64-dim embeddings cap how far it can fall (about 1.3 nats below ln(51865) = 10.9).
+    losses = logged(adapter, "loss")
+    assert len(losses) == 8
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert sum(b < a for a, b in zip(losses, losses[1:], strict=False)) >= 5, losses
+
+    record = json.loads((adapter / "round.json").read_text())
+    assert record["round"] == 1 and record["quant"] == "8bit" and record["deepspeed"] == "zero2"
+    assert record["base_hash"].startswith("sha256:") and record["steps"] == 8
+    assert record["data"]["train"]["rows"] == 6
+    assert record["data"]["train"]["rejected_rows"] == 2  # missing audio, empty sentence
+    assert record["data"]["train"]["kept"] == 4
+    assert record["best_validation"]["cer"] == min(logged(adapter, "eval_cer"))
+    assert record["versions"]["deepspeed"]
+    assert (adapter / "config.yaml").is_file()
+    assert list((adapter / "logs").iterdir()), "TensorBoard logs missing"
+
+    # Checkpoints hold the adapter and optimizer state, not a copy of the base model.
+    base_bytes = sum(f.stat().st_size for f in tiny_base.glob("*.safetensors"))
+    for checkpoint in (adapter / "checkpoints").glob("checkpoint-*"):
+        largest = max(f.stat().st_size for f in checkpoint.rglob("*") if f.is_file())
+        assert largest < base_bytes / 2, checkpoint
+
+    # A finished round is never overwritten silently.
+    again = CliRunner().invoke(
+        main, ["train", "--round", "1", "--base", str(tiny_base), "--workdir", str(work)]
+    )
+    assert again.exit_code == 1 and "finished round: pass --force" in again.output
+
+
+def test_zero3_with_8bit_base_is_refused(tiny_base, tmp_path):
+    work = make_workspace(tmp_path)
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--round",
+            "1",
+            "--base",
+            str(tiny_base),
+            "--deepspeed",
+            "zero3",
+            "--workdir",
+            str(work),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "ZeRO-3 cannot shard an 8-bit base" in result.output
+    assert "Traceback" not in result.output
+    assert not (work / "adapters").exists()
+
+
+def test_missing_manifest_and_adapter_as_base_are_clear_errors(tiny_base, tmp_path):
+    result = CliRunner().invoke(
+        main, ["train", "--round", "3", "--base", str(tiny_base), "--workdir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "train_KsponSpeech_03_train.csv: manifest not found" in result.output
+    adapter_like = tmp_path / "adapter_like"
+    adapter_like.mkdir()
+    (adapter_like / "adapter_config.json").write_text("{}")
+    result = CliRunner().invoke(
+        main, ["train", "--round", "2", "--base", str(adapter_like), "--workdir", str(tmp_path)]
+    )
+    assert result.exit_code == 1
+    assert "holds a LoRA adapter, not a model: run `pefty merge` first" in result.output
+
+
+def cli_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "pefty_whisper.cli", *args]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
+def test_two_process_zero2_logs_the_same_loss_as_one_process(tiny_base, tmp_path):
+    """One step over the same four utterances: batch 4 in one process, 2 + 2 in two processes.
+
+    The mean token loss of that step must not depend on the process count (upstream, Whisper's
+    loss under the Trainer came out exactly 2x with two processes).
+    """
+    settings = [
+        "-o",
+        "train.max_steps=1",
+        "-o",
+        "train.eval_steps=1",
+        "-o",
+        "train.learning_rate=0",
+    ]
+    single = make_workspace(tmp_path / "single", repeats=1)
+    subprocess.run(
+        cli_command(
+            "train", "--round", "1", "--base", str(tiny_base), "--workdir", str(single), *settings
+        ),
+        check=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
+    double = make_workspace(tmp_path / "double", repeats=1)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "pefty_whisper.cli",
+            "train",
+            "--round",
+            "1",
+            "--base",
+            str(tiny_base),
+            "--workdir",
+            str(double),
+            *settings,
+            "-o",
+            "train.batch_size=2",
+            "-o",
+            "train.eval_batch_size=2",
+        ],
+        check=True,
+        env=subprocess_env(),
+        timeout=600,
+    )
+    record = json.loads((double / "adapters" / "round1" / "round.json").read_text())
+    assert record["world_size"] == 2
+    one = logged(single / "adapters" / "round1", "loss")
+    two = logged(double / "adapters" / "round1", "loss")
+    assert len(one) == len(two) == 1
+    assert two[0] == pytest.approx(one[0], rel=1e-3)
+
+
+def test_kill_9_mid_round_then_resume(tiny_base, tmp_path):
+    work = make_workspace(tmp_path, repeats=8)
+    settings = ["-o", "train.max_steps=8", "-o", "train.eval_steps=2"]
+    command = cli_command(
+        "train", "--round", "1", "--base", str(tiny_base), "--workdir", str(work), *settings
+    )
+    process = subprocess.Popen(command, env=subprocess_env(), start_new_session=True)
+    checkpoints = work / "adapters" / "round1" / "checkpoints"
+    deadline = time.time() + 480
+    try:
+        # Kill once the step-4 checkpoint is complete (trainer_state.json is written last).
+        while not (checkpoints / "checkpoint-4" / "trainer_state.json").exists():
+            assert process.poll() is None, "training ended before it could be killed"
+            assert time.time() < deadline, "no checkpoint within the time limit"
+            time.sleep(0.2)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    adapter = work / "adapters" / "round1"
+    assert not (adapter / "round.json").exists()
+
+    refused = CliRunner().invoke(
+        main, ["train", "--round", "1", "--base", str(tiny_base), "--workdir", str(work), *settings]
+    )
+    assert refused.exit_code == 1 and "pass --resume" in refused.output
+
+    subprocess.run(command + ["--resume"], check=True, env=subprocess_env(), timeout=600)
+    record = json.loads((adapter / "round.json").read_text())
+    assert record["steps"] == 8
+    # The resumed run continued from the last complete checkpoint instead of starting over,
+    # and its history holds every step exactly once.
+    assert record["resumed_from"] in {"checkpoint-4", "checkpoint-6"}
+    history = json.loads((adapter / "log_history.json").read_text())
+    assert [e["step"] for e in history if "loss" in e] == list(range(1, 9))
