@@ -110,9 +110,9 @@ def load_base_model(
             bnb_4bit_quant_storage=dtype,
         )
     if quant == "8bit":
-        # LLM.int8 quantizes activations in fp16; on the CPU (fp32 compute) bitsandbytes warns
-        # about that cast on every matmul, which would bury the training log.
-        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+        # LLM.int8 quantizes activations in fp16; on the CPU (fp32 compute) bitsandbytes logs
+        # that cast on every matmul, which would bury the training log.
+        logging.getLogger("bitsandbytes.autograd._functions").addFilter(_drop_int8_cast_notice)
     if quant != "none":
         # One full copy per process, on that process's device (also under a launcher).
         kwargs["device_map"] = {"": device}
@@ -123,6 +123,10 @@ def load_base_model(
         "loaded %s (%s, %s) on %s", model_dir, quant, str(dtype).removeprefix("torch."), device
     )
     return model
+
+
+def _drop_int8_cast_notice(record: logging.LogRecord) -> bool:
+    return "inputs will be cast from" not in record.getMessage()
 
 
 def enforce_language(

@@ -393,9 +393,10 @@ class RoundTrainer:
         train, valid = self.load_dataset()
         self.load_model()
         trainer = self.create_trainer(train, valid)
+        # The Trainer evaluates and saves after the last step too, so the best checkpoint by
+        # validation CER covers the final weights as well.
         trainer.train(resume_from_checkpoint=resume_from)
-        final_metrics = self._evaluate_last_step(trainer)
-        best_cer, best_step, best_checkpoint = self._best(trainer, final_metrics)
+        best_cer, best_step, best_checkpoint = self._best(trainer)
         if trainer.is_world_process_zero():
             self._write_adapter(trainer, best_checkpoint)
         train_loss = _last_logged(trainer, "train_loss")
@@ -442,24 +443,13 @@ class RoundTrainer:
             logger.info("--resume: no checkpoint in %s yet, starting the round", directory)
         return None
 
-    def _evaluate_last_step(self, trainer: Seq2SeqTrainer) -> dict[str, float] | None:
-        """Score the final weights too, unless the last step was an evaluation step already."""
-        evaluated = {e.get("step") for e in trainer.state.log_history if "eval_cer" in e}
-        if trainer.state.global_step in evaluated:
-            return None
-        return trainer.evaluate()
-
-    def _best(
-        self, trainer: Seq2SeqTrainer, final: dict[str, float] | None
-    ) -> tuple[float | None, int | None, Path | None]:
-        """(best CER, its step, its checkpoint); checkpoint None means the final weights."""
+    def _best(self, trainer: Seq2SeqTrainer) -> tuple[float | None, int | None, Path | None]:
+        """(best CER, its step, its checkpoint); no checkpoint means keep the final weights."""
         state = trainer.state
-        best_cer = state.best_metric
-        best_checkpoint = Path(state.best_model_checkpoint) if state.best_model_checkpoint else None
-        best_step = int(best_checkpoint.name.split("-")[-1]) if best_checkpoint else None
-        if final is not None and (best_cer is None or final["eval_cer"] < best_cer):
-            return final["eval_cer"], state.global_step, None
-        return best_cer, best_step, best_checkpoint
+        if not state.best_model_checkpoint:
+            return None, None, None
+        best_checkpoint = Path(state.best_model_checkpoint)
+        return state.best_metric, int(best_checkpoint.name.split("-")[-1]), best_checkpoint
 
     def _write_adapter(self, trainer: Seq2SeqTrainer, best_checkpoint: Path | None) -> None:
         """Put the best adapter's files in adapters/roundN/, each by an atomic rename."""
