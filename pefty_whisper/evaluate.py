@@ -1,0 +1,318 @@
+"""Evaluate a model on a set the KsponSpeech way: free decoding, CER with spaces removed first.
+
+The language comes from the model's generation config, never from teacher-forced label tokens,
+so the figure is what a user of the model gets. Every utterance is kept in a TSV beside the
+summary, so a number can always be traced back to the sentences behind it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pefty_whisper.config import Config
+from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
+from pefty_whisper.data.manifest import Utterance, read_manifest
+from pefty_whisper.errors import DataError, PeftyError
+from pefty_whisper.metrics import UtteranceScore, score_corpus
+from pefty_whisper.model import resolve_model_dir
+from pefty_whisper.workspace import Workspace, atomic_write_text, read_round_record
+
+logger = logging.getLogger(__name__)
+
+NORMALIZATION = (
+    "NFC, lower-case, Unicode punctuation removed, spaces collapsed; "
+    "cer removes all spaces (primary), cer_with_spaces keeps them, wer splits on spaces"
+)
+WORST_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class EvalTarget:
+    """What to evaluate: a model directory (or an adapter to merge first) and its report label."""
+
+    model_dir: Path
+    label: str  # eval/<label>/: roundN for merged/roundN, round0 for the configured base
+    adapter_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    label: str
+    set_name: str
+    backend: str
+    cer: float  # spaces removed, the primary figure
+    cer_with_spaces: float
+    wer: float
+    num_utterances: int
+    audio_seconds: float
+    seconds: float
+    json_path: Path
+    tsv_path: Path
+    worst: tuple[tuple[str, UtteranceScore], ...]
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / max(self.audio_seconds, 1e-9)
+
+    @property
+    def utterances_per_second(self) -> float:
+        return self.num_utterances / max(self.seconds, 1e-9)
+
+
+def latest_merged_round(workspace: Workspace) -> int | None:
+    rounds = [
+        int(d.name.removeprefix("round"))
+        for d in (workspace.root / "merged").glob("round*")
+        if d.name.removeprefix("round").isdigit() and read_round_record(d) is not None
+    ]
+    return max(rounds) if rounds else None
+
+
+def resolve_target(workspace: Workspace, config: Config, model: str | None) -> EvalTarget:
+    """--model omitted: the latest merged round (or the base before any round)."""
+    if model is None:
+        latest = latest_merged_round(workspace)
+        model = f"merged/round{latest}" if latest is not None else config.model.base
+    path = Path(model) if Path(model).is_absolute() else workspace.root / model
+    if (path / "adapter_config.json").is_file():
+        record = read_round_record(path) or {}
+        label = f"round{record['round']}-adapter" if "round" in record else _label_of(path)
+        return EvalTarget(model_dir=path, label=label, adapter_dir=path)
+    if (path / "model.bin").is_file() or (path / "encoder_model.onnx").is_file():
+        return EvalTarget(model_dir=path, label=_label_of(path))
+    model_dir = resolve_model_dir(model, workspace.root)
+    record = read_round_record(model_dir)
+    if record is not None and record.get("kind") == "merged":
+        label = f"round{record['round']}"
+    elif model in (config.model.base, str(resolve_model_dir(config.model.base, workspace.root))):
+        label = "round0"
+    else:
+        label = _label_of(model_dir)
+    return EvalTarget(model_dir=model_dir, label=label)
+
+
+def _label_of(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name or "model")
+
+
+def evaluate_set(
+    workspace: Workspace,
+    config: Config,
+    set_name: str,
+    model: str | None = None,
+    backend: str = "torch",
+    limit: int | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> EvalReport:
+    """Decode every utterance of a set, score it, write eval/<label>/<set>.json and .tsv."""
+    target = resolve_target(workspace, config, model)
+    manifest = read_manifest(workspace.manifest_path(set_name))
+    utterances = manifest.utterances[:limit] if limit else manifest.utterances
+    if not utterances:
+        raise DataError(f"{manifest.path}: no utterances to evaluate")
+    set_label = Path(set_name).stem
+    from pefty_whisper.transcribe import Transcriber, TranscriberOptions
+
+    batch_size = batch_size or config.train.eval_batch_size
+    with _decodable_model(workspace, target, backend) as model_dir:
+        # The same length cap as validation during training: a hallucinating model (the
+        # zero-shot base) otherwise decodes to Whisper's limit on every utterance.
+        options = TranscriberOptions(
+            backend=backend,
+            batch_size=batch_size,
+            max_new_tokens=config.train.generation_max_length,
+        )
+        transcriber = Transcriber(model_dir, options)
+        hypotheses, seconds, audio_seconds = decode_utterances(
+            transcriber, utterances, batch_size, progress
+        )
+    scores = score_corpus([u.sentence for u in utterances], hypotheses)
+    out_dir = workspace.root / "eval" / target.label
+    json_path, tsv_path = out_dir / f"{set_label}.json", out_dir / f"{set_label}.tsv"
+    atomic_write_text(tsv_path, _per_utterance_tsv(utterances, scores.utterances))
+    worst = sorted(
+        zip((u.id for u in utterances), scores.utterances, strict=True),
+        key=lambda pair: pair[1].chars.errors,
+        reverse=True,
+    )[:WORST_SHOWN]
+    report = EvalReport(
+        label=target.label,
+        set_name=set_label,
+        backend=backend,
+        cer=scores.cer,
+        cer_with_spaces=scores.cer_with_spaces,
+        wer=scores.wer,
+        num_utterances=len(utterances),
+        audio_seconds=audio_seconds,
+        seconds=seconds,
+        json_path=json_path,
+        tsv_path=tsv_path,
+        worst=tuple(worst),
+    )
+    atomic_write_text(
+        json_path, json.dumps(_summary(report, target, manifest.path, limit), indent=2)
+    )
+    return report
+
+
+def decode_utterances(
+    transcriber: Any,
+    utterances: list[Utterance],
+    batch_size: int,
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[list[str], float, float]:
+    """Hypotheses in manifest order, decoding time, and audio seconds.
+
+    Utterances are decoded in order of duration so each batch's transcripts are of similar
+    length and the decoder wastes few steps on finished rows.
+    """
+    order = sorted(range(len(utterances)), key=lambda i: utterances[i].duration or 0.0)
+    hypotheses: list[str] = [""] * len(utterances)
+    audio_seconds = 0.0
+    started = time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        audios = [load_audio(utterances[i].path) for i in indices]
+        batch_seconds = sum(len(a) for a in audios) / SAMPLE_RATE
+        for i, text in zip(indices, transcriber.transcribe_batch(audios), strict=True):
+            hypotheses[i] = text
+        audio_seconds += batch_seconds
+        if progress is not None:
+            progress(len(indices), batch_seconds)
+    return hypotheses, time.perf_counter() - started, audio_seconds
+
+
+class _decodable_model:
+    """The directory a backend can load: an adapter is merged into a temporary checkpoint, and
+    a transformers checkpoint is converted for the ct2 backend (kept in exports/ for reuse)."""
+
+    def __init__(self, workspace: Workspace, target: EvalTarget, backend: str) -> None:
+        self.workspace, self.target, self.backend = workspace, target, backend
+        self.tmp: tempfile.TemporaryDirectory | None = None
+
+    def __enter__(self) -> Path:
+        model_dir = self.target.model_dir
+        if self.target.adapter_dir is not None:
+            model_dir = self._merged_adapter()
+        if self.backend == "ct2" and not (model_dir / "model.bin").is_file():
+            model_dir = self._ct2_export(model_dir)
+        return model_dir
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tmp is not None:
+            self.tmp.cleanup()
+
+    def _merged_adapter(self) -> Path:
+        from pefty_whisper.merge import (
+            merge_adapter,
+            read_adapter_record,
+            save_checkpoint,
+            verified_base_dir,
+        )
+        from pefty_whisper.model import load_processor
+
+        record = read_adapter_record(self.target.adapter_dir)
+        base_dir = verified_base_dir(record, self.target.adapter_dir, self.workspace)
+        merged, _ = merge_adapter(base_dir, self.target.adapter_dir)
+        model = (record.get("config") or {}).get("model", {})
+        processor = load_processor(
+            base_dir, model.get("language", "ko"), model.get("task", "transcribe")
+        )
+        self.tmp = tempfile.TemporaryDirectory(prefix="pefty-eval-", dir=self.workspace.root)
+        save_checkpoint(merged, processor, Path(self.tmp.name))
+        return Path(self.tmp.name)
+
+    def _ct2_export(self, model_dir: Path) -> Path:
+        import torch
+
+        from pefty_whisper.export import export_ct2
+
+        # The ct2 backend's defaults: int8 on the CPU, float16 on a GPU.
+        quantization = "float16" if torch.cuda.is_available() else "int8"
+        out_dir = self.workspace.export_dir(f"{self.target.label}-ct2-{quantization}")
+        if not (out_dir / "model.bin").is_file():
+            logger.info("converting %s to CTranslate2 %s in %s", model_dir, quantization, out_dir)
+            export_ct2(model_dir, out_dir, quantization=quantization)
+        return out_dir
+
+
+def _per_utterance_tsv(utterances: list[Utterance], scores: tuple[UtteranceScore, ...]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(
+        (
+            "id",
+            "reference",
+            "hypothesis",
+            "char_errors",
+            "substitutions",
+            "deletions",
+            "insertions",
+            "reference_chars",
+            "word_errors",
+            "reference_words",
+        )
+    )
+    for utterance, score in zip(utterances, scores, strict=True):
+        c, w = score.chars, score.words
+        writer.writerow(
+            (
+                utterance.id,
+                score.reference,
+                score.hypothesis,
+                c.errors,
+                c.substitutions,
+                c.deletions,
+                c.insertions,
+                c.reference_length,
+                w.errors,
+                w.reference_length,
+            )
+        )
+    return buffer.getvalue()
+
+
+def _summary(
+    report: EvalReport, target: EvalTarget, manifest: Path, limit: int | None
+) -> dict[str, Any]:
+    return {
+        "model": str(target.model_dir),
+        "label": report.label,
+        "set": report.set_name,
+        "manifest": str(manifest),
+        "limit": limit,
+        "backend": report.backend,
+        "cer": report.cer,
+        "cer_with_spaces": report.cer_with_spaces,
+        "wer": report.wer,
+        "num_utterances": report.num_utterances,
+        "audio_seconds": round(report.audio_seconds, 2),
+        "seconds": round(report.seconds, 2),
+        "real_time_factor": report.real_time_factor,
+        "utterances_per_second": report.utterances_per_second,
+        "normalization": NORMALIZATION,
+        "evaluated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def read_eval_results(workspace: Workspace) -> dict[str, dict[str, dict[str, Any]]]:
+    """{label: {set: summary}} for every eval/<label>/<set>.json, for `pefty rounds`."""
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in sorted((workspace.root / "eval").glob("*/*.json")):
+        try:
+            results.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PeftyError(f"{path}: not valid JSON ({exc.msg})") from exc
+    return results

@@ -1,0 +1,209 @@
+"""Two rounds on a tiny Whisper through the real CLI: train -> merge -> evaluate, then `rounds`.
+
+Also the merge's guarantees: merged logits equal the adapter model's, a changed base is refused,
+and a merge killed midway leaves no merged/roundN behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from fixtures import save_tiny_whisper
+from safetensors.torch import load_file, save_file
+from test_train import SENTENCES, make_workspace, subprocess_env, write_manifest
+
+from pefty_whisper.cli import main
+
+SHORT_ROUND = ["-o", "train.max_steps=2", "-o", "train.eval_steps=2"]
+
+
+def invoke(*args: str):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def two_rounds(tmp_path_factory) -> tuple[Path, Path]:
+    """A workspace with rounds 1 and 2 trained (8-bit, ZeRO-2), merged and evaluated."""
+    root = tmp_path_factory.mktemp("rounds")
+    base = save_tiny_whisper(root / "base")
+    work = make_workspace(root / "work")
+    audio = sorted((work / "audio").glob("*.pcm"))
+    rows = [(str(p), s) for p, s in zip(audio, SENTENCES, strict=True)]
+    write_manifest(work / "data" / "train_KsponSpeech_02_train.csv", rows[::-1])
+    write_manifest(work / "data" / "train_KsponSpeech_02_test.csv", rows)
+    write_manifest(work / "data" / "eval_clean.csv", rows)
+    ws = ["--workdir", str(work)]
+    invoke("evaluate", "--set", "eval_clean", "--model", str(base), *ws, "-o", f"model.base={base}")
+    invoke("train", "--round", "1", "--base", str(base), *ws, *SHORT_ROUND)
+    invoke("merge", "--round", "1", *ws)
+    invoke("evaluate", "--set", "eval_clean", *ws)
+    invoke("train", "--round", "2", *ws, *SHORT_ROUND)  # base defaults to merged/round1
+    invoke("merge", *ws)  # the latest round
+    invoke("evaluate", "--set", "eval_clean", "--model", "merged/round2", *ws)
+    return base, work
+
+
+def logits(model, features: torch.Tensor, decoder_ids: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_features=features, decoder_input_ids=decoder_ids).logits
+
+
+def test_merged_logits_equal_adapter_logits(two_rounds):
+    from peft import PeftModel
+    from transformers import WhisperForConditionalGeneration
+
+    base, work = two_rounds
+    torch.manual_seed(1)
+    features = torch.randn(2, 80, 3000)
+    decoder_ids = torch.tensor([[50258, 50264, 50359, 50363, 1000, 2000]] * 2)
+    merged = WhisperForConditionalGeneration.from_pretrained(work / "merged" / "round1").eval()
+    plain_base = WhisperForConditionalGeneration.from_pretrained(base).eval()
+    with_adapter = PeftModel.from_pretrained(
+        WhisperForConditionalGeneration.from_pretrained(base), work / "adapters" / "round1"
+    ).eval()
+    merged_logits = logits(merged, features, decoder_ids)
+    assert torch.allclose(merged_logits, logits(with_adapter, features, decoder_ids), atol=1e-4)
+    # The adapter learned something: merging changed the model.
+    assert (merged_logits - logits(plain_base, features, decoder_ids)).abs().max() > 1e-3
+
+    record = json.loads((work / "merged" / "round1" / "round.json").read_text())
+    assert record["kind"] == "merged" and record["round"] == 1
+    assert record["merge_check"]["max_abs_logit_diff"] <= record["merge_check"]["tolerance"]
+    assert record["weights_hash"].startswith("sha256:")
+    generation = json.loads((work / "merged" / "round1" / "generation_config.json").read_text())
+    assert generation["language"] in ("ko", "korean") and generation["task"] == "transcribe"
+    assert generation.get("forced_decoder_ids") is None
+    assert (work / "merged" / "round1" / "preprocessor_config.json").is_file()
+
+
+def test_round_2_trains_on_merged_round_1_with_its_hash(two_rounds):
+    _, work = two_rounds
+    round2 = json.loads((work / "adapters" / "round2" / "round.json").read_text())
+    merged1 = json.loads((work / "merged" / "round1" / "round.json").read_text())
+    assert round2["base"] == "merged/round1"
+    assert round2["base_hash"] == merged1["weights_hash"]
+    assert (work / "merged" / "round2" / "model.safetensors").is_file()
+
+
+def test_evaluate_writes_summary_and_per_utterance_tsv(two_rounds):
+    _, work = two_rounds
+    summary = json.loads((work / "eval" / "round2" / "eval_clean.json").read_text())
+    assert summary["num_utterances"] == 4 and summary["backend"] == "torch"
+    with (work / "eval" / "round2" / "eval_clean.tsv").open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r["reference"] for r in rows] == [
+        "안녕하세요 반갑습니다",
+        "오늘 날씨가 좋네요",
+        "세 시에 만나요",
+        "kbs 뉴스를 봤어요",
+    ]
+    # The summary CER is the TSV's total character errors over total reference characters.
+    errors = sum(int(r["char_errors"]) for r in rows)
+    length = sum(int(r["reference_chars"]) for r in rows)
+    assert summary["cer"] == pytest.approx(100 * errors / length)
+    assert summary["real_time_factor"] > 0
+
+
+def test_rounds_table_and_plot(two_rounds, tmp_path):
+    _, work = two_rounds
+    result = invoke("rounds", "--workdir", str(work), "--plot", str(tmp_path / "rounds.png"))
+    lines = result.output.splitlines()
+    assert lines[0].split()[:2] == ["round", "base"] and "eval_clean CER" in lines[0]
+    assert [line.split()[0] for line in lines[1:4]] == ["0", "1", "2"]
+    assert "train_KsponSpeech_02_train" in lines[3] and "merged/round1" in lines[3]
+    for line, label in zip(lines[1:4], ("round0", "round1", "round2"), strict=True):
+        cer = json.loads((work / "eval" / label / "eval_clean.json").read_text())["cer"]
+        assert f"{cer:.1f}%" in line
+    assert (tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merge_refuses_a_changed_base(two_rounds, tmp_path):
+    base, work = two_rounds
+    changed = tmp_path / "changed_base"
+    changed.mkdir()
+    for file in base.iterdir():
+        (changed / file.name).write_bytes(file.read_bytes())
+    weights = load_file(changed / "model.safetensors")
+    name = next(k for k in weights if k.endswith("fc1.weight"))
+    weights[name] = weights[name] + 0.01
+    save_file(weights, changed / "model.safetensors", metadata={"format": "pt"})
+    record_path = work / "adapters" / "round1" / "round.json"
+    record = json.loads(record_path.read_text())
+    adapter_copy = tmp_path / "adapter"
+    adapter_copy.mkdir()
+    for file in (work / "adapters" / "round1").glob("adapter_*"):
+        (adapter_copy / file.name).write_bytes(file.read_bytes())
+    record["base_dir"] = str(changed)
+    (adapter_copy / "round.json").write_text(json.dumps(record))
+    result = CliRunner().invoke(
+        main,
+        [
+            "merge",
+            "--adapter",
+            str(adapter_copy),
+            "--out",
+            str(tmp_path / "out"),
+            "--workdir",
+            str(work),
+        ],
+    )
+    assert result.exit_code == 1
+    assert "the base changed since training" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_killed_midway_leaves_nothing_that_looks_finished(two_rounds, tmp_path):
+    _, work = two_rounds
+    out = tmp_path / "merged_killed"
+    command = [
+        sys.executable,
+        "-m",
+        "pefty_whisper.cli",
+        "merge",
+        "--round",
+        "1",
+        "--out",
+        str(out),
+        "--workdir",
+        str(work),
+    ]
+    process = subprocess.Popen(command, env=subprocess_env(), start_new_session=True)
+    deadline = time.time() + 120
+    try:
+        while not list(tmp_path.glob(".merged_killed.*.partial")):
+            assert process.poll() is None, "merge ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.01)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not out.exists()
+    # The next merge cleans the leftover and completes.
+    invoke("merge", "--round", "1", "--out", str(out), "--workdir", str(work))
+    assert (out / "round.json").is_file()
+    assert not list(tmp_path.glob(".merged_killed.*.partial"))
+
+
+def test_merge_refuses_to_overwrite_without_force(two_rounds):
+    _, work = two_rounds
+    result = CliRunner().invoke(main, ["merge", "--round", "1", "--workdir", str(work)])
+    assert result.exit_code == 1 and "pass --force" in result.output
+
+
+def test_evaluate_missing_set_is_a_clear_error(two_rounds):
+    _, work = two_rounds
+    result = CliRunner().invoke(main, ["evaluate", "--set", "nope", "--workdir", str(work)])
+    assert result.exit_code == 1
+    assert "nope.csv: manifest not found" in result.output
