@@ -638,20 +638,21 @@ VOICES = ("ko", "ko+m1", "ko+m2", "ko+m3", "ko+m4", "ko+f1", "ko+f2", "ko+f3", "
 
 
 @dataclass(frozen=True)
-class _Voice:
+class Voice:
     name: str
     speed: int  # espeak-ng -s, words per minute (its default is 175)
     pitch: int  # espeak-ng -p, 0-99 (default 50)
+    gap: int = 0  # espeak-ng -g, extra pause between words in 10 ms units
 
 
-def _pick_voice(rng: Random, harder: bool) -> _Voice:
+def _pick_voice(rng: Random, harder: bool) -> Voice:
     if harder:
         # Outside the train ranges on purpose: eval_other should be harder than eval_clean.
         speed = rng.choice((rng.randint(110, 125), rng.randint(185, 205)))
         pitch = rng.choice((rng.randint(10, 28), rng.randint(72, 90)))
     else:
         speed, pitch = rng.randint(130, 175), rng.randint(32, 68)
-    return _Voice(rng.choice(VOICES), speed, pitch)
+    return Voice(rng.choice(VOICES), speed, pitch)
 
 
 # espeak-ng's Korean rules miss a few sound changes; respell those for its ears only, so the
@@ -659,11 +660,13 @@ def _pick_voice(rng: Random, harder: bool) -> _Voice:
 _ESPEAK_RESPELLINGS = (("여덟", "여덜"), ("십육", "심뉵"))
 
 
-def synthesize(text: str, voice: _Voice) -> np.ndarray:
+def synthesize(text: str, voice: Voice) -> np.ndarray:
     """espeak-ng speech for `text` as float32 at 16 kHz."""
     for written, said in _ESPEAK_RESPELLINGS:
         text = text.replace(written, said)
     command = ["espeak-ng", "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch)]
+    if voice.gap:
+        command += ["-g", str(voice.gap)]
     result = subprocess.run([*command, "--stdout", text], capture_output=True, check=False)
     if result.returncode != 0 or len(result.stdout) <= 44:
         stderr = result.stderr.decode(errors="replace").strip()

@@ -1,0 +1,120 @@
+"""Benchmark `pefty evaluate`'s decoding: torch vs CTranslate2 on whisper-base, and where time goes.
+
+Decodes the sample corpus's eval set with each backend through the same `decode_utterances` path
+the command uses, and reports utterances/s, real-time factor, CER, and the split between encoder
+and decoder time. Run it on a quiet machine; it is a measurement, not a test.
+
+    python scripts/bench_eval.py                     # offline whisper-base, sample eval_clean
+    python scripts/bench_eval.py --model merged/round2 --csv data/eval_clean.csv
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import click
+
+try:
+    import pefty_whisper  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pefty_whisper.data.manifest import read_manifest  # noqa: E402
+from pefty_whisper.data.prepare import prepare_kspon  # noqa: E402
+from pefty_whisper.demo import ensure_offline_base, ensure_sample_corpus  # noqa: E402
+from pefty_whisper.evaluate import decode_utterances  # noqa: E402
+from pefty_whisper.metrics import score_corpus  # noqa: E402
+
+# (label, backend, batch size, ct2 quantization): batch 1 shows what batching buys.
+RUNS = (
+    ("torch fp32, batch 1", "torch", 1, None),
+    ("torch fp32, batch 8", "torch", 8, None),
+    ("ct2 int8, batch 8", "ct2", 8, "int8"),
+    ("ct2 float32, batch 8", "ct2", 8, "float32"),
+)
+
+
+@click.command()
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("bench/eval"))
+@click.option("--model", type=click.Path(path_type=Path), default=None)
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None)
+@click.option("--limit", type=int, default=40, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+def main(
+    workdir: Path, model: Path | None, csv_path: Path | None, limit: int, out: Path | None
+) -> None:
+    from pefty_whisper.config import DataSection
+    from pefty_whisper.export import export_ct2
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    model = model or ensure_offline_base(workdir)
+    if csv_path is None:
+        prepare_kspon(ensure_sample_corpus(workdir), workdir / "data", DataSection())
+        csv_path = workdir / "data" / "eval_clean.csv"
+    utterances = read_manifest(csv_path).utterances[:limit]
+    results = []
+    for label, backend, batch_size, quantization in RUNS:
+        model_dir = model
+        if backend == "ct2":
+            model_dir = workdir / f"ct2-{quantization}"
+            if not (model_dir / "model.bin").is_file():
+                export_ct2(model, model_dir, quantization=quantization, force=True)
+        results.append(measure(label, model_dir, backend, batch_size, utterances))
+        click.echo(f"{label}: {results[-1]}", err=True)
+    click.echo(markdown_table(results))
+    record = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "model": str(model),
+        "utterances": len(utterances),
+        "results": results,
+    }
+    out = out or workdir / "bench_eval.json"
+    out.write_text(json.dumps(record, indent=2))
+    click.echo(f"written: {out}")
+
+
+def measure(label: str, model_dir: Path, backend: str, batch_size: int, utterances: list) -> dict:
+    from pefty_whisper.transcribe import Transcriber, TranscriberOptions
+
+    # Load (and warm up) outside the timed region: evaluate's cost is the decoding.
+    transcriber = Transcriber(model_dir, TranscriberOptions(backend=backend, batch_size=batch_size))
+    transcriber.timings.reset()
+    started = time.perf_counter()
+    hypotheses, _, audio_seconds = decode_utterances(transcriber, utterances, batch_size)
+    elapsed = time.perf_counter() - started
+    scores = score_corpus([u.sentence for u in utterances], hypotheses)
+    timings = transcriber.timings
+    return {
+        "label": label,
+        "utterances_per_second": round(len(utterances) / elapsed, 3),
+        "real_time_factor": round(elapsed / audio_seconds, 4),
+        "cer": round(scores.cer, 2),
+        "encoder_s": round(timings.encoder_s, 2),
+        "decoder_s": round(timings.decoder_s, 2),
+        "features_s": round(timings.features_s, 2),
+        "seconds": round(elapsed, 2),
+    }
+
+
+def markdown_table(results: list[dict]) -> str:
+    baseline = results[0]["seconds"]
+    lines = [
+        "| run | utt/s | RTF | speed-up vs first | CER % | encoder s | decoder s | features s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['label']} | {r['utterances_per_second']} | {r['real_time_factor']} | "
+            f"{baseline / r['seconds']:.2f}x | {r['cer']} | {r['encoder_s']} | "
+            f"{r['decoder_s']} | {r['features_s']} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
