@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import (
@@ -108,3 +109,12 @@ def save_tiny_whisper(out_dir: Path, seed: int = 0, n_mels: int = 80) -> Path:
     processor.save_pretrained(out_dir)
     write_preprocessor_config(out_dir, processor.feature_extractor)
     return out_dir
+
+
+def clip(seconds: float, pitch: float, seed: int) -> np.ndarray:
+    """A harmonic tone with noise at 16 kHz: deterministic audio that moves a random model's
+    tokens, for comparing backends without speech."""
+    t = np.arange(int(seconds * 16_000)) / 16_000
+    rng = np.random.default_rng(seed)
+    tone = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 4))
+    return (0.2 * tone + 0.05 * rng.standard_normal(len(t))).astype(np.float32)

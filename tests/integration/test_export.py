@@ -17,8 +17,7 @@ import onnx
 import onnxruntime
 import pytest
 import soundfile
-import torch
-from fixtures import save_tiny_whisper
+from fixtures import clip, save_tiny_whisper
 
 from pefty_whisper.errors import ConfigError, ModelError
 from pefty_whisper.export import (
@@ -40,20 +39,7 @@ OPTIONS = TranscriberOptions(
 ONNX_FILES = ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def torch_threads():
-    # The torch backend sets torch's (process-wide) thread count: restore it for other modules.
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-def clip(seconds: float, pitch: float, seed: int) -> np.ndarray:
-    """A harmonic tone with noise: deterministic audio that moves a random model's tokens."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    rng = np.random.default_rng(seed)
-    tone = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 4))
-    return (0.2 * tone + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 
 @pytest.fixture(scope="module")
