@@ -95,11 +95,18 @@ def resolve_target(workspace: Workspace, config: Config, model: str | None) -> E
     record = read_round_record(model_dir)
     if record is not None and record.get("kind") == "merged":
         label = f"round{record['round']}"
-    elif model in (config.model.base, str(resolve_model_dir(config.model.base, workspace.root))):
+    elif _is_configured_base(model, model_dir, config.model.base, workspace.root):
         label = "round0"
     else:
         label = _label_of(model_dir)
     return EvalTarget(model_dir=model_dir, label=label)
+
+
+def _is_configured_base(model: str, model_dir: Path, base: str, root: Path) -> bool:
+    """Whether `model` is round 1's base (round 0), without resolving a hub id: offline, that
+    would fail for every other model too."""
+    candidate = Path(base) if Path(base).is_absolute() else root / base
+    return model == base or (candidate.is_dir() and candidate.resolve() == model_dir.resolve())
 
 
 def _label_of(path: Path) -> str:
