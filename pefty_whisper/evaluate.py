@@ -70,20 +70,11 @@ class EvalReport:
         return self.num_utterances / max(self.seconds, 1e-9)
 
 
-def latest_merged_round(workspace: Workspace) -> int | None:
-    rounds = [
-        int(d.name.removeprefix("round"))
-        for d in (workspace.root / "merged").glob("round*")
-        if d.name.removeprefix("round").isdigit() and read_round_record(d) is not None
-    ]
-    return max(rounds) if rounds else None
-
-
 def resolve_target(workspace: Workspace, config: Config, model: str | None) -> EvalTarget:
     """--model omitted: the latest merged round (or the base before any round)."""
     if model is None:
-        latest = latest_merged_round(workspace)
-        model = f"merged/round{latest}" if latest is not None else config.model.base
+        merged = workspace.finished_rounds("merged")
+        model = f"merged/round{merged[-1]}" if merged else config.model.base
     path = Path(model) if Path(model).is_absolute() else workspace.root / model
     if (path / "adapter_config.json").is_file():
         record = read_round_record(path) or {}

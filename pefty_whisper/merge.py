@@ -51,11 +51,7 @@ class MergeReport:
 
 def latest_adapter_round(workspace: Workspace) -> int:
     """The highest finished round under adapters/."""
-    rounds = [
-        int(d.name.removeprefix("round"))
-        for d in (workspace.root / "adapters").glob("round*")
-        if d.name.removeprefix("round").isdigit() and read_round_record(d) is not None
-    ]
+    rounds = workspace.finished_rounds("adapters")
     if not rounds:
         raise PeftyError(
             f"{workspace.root / 'adapters'}: no finished round: run `pefty train` first"

@@ -59,6 +59,14 @@ class Workspace:
     def export_dir(self, name: str) -> Path:
         return self.root / "exports" / name
 
+    def finished_rounds(self, folder: str) -> list[int]:
+        """Round numbers under adapters/ or merged/ whose round.json says they finished."""
+        return sorted(
+            int(d.name.removeprefix("round"))
+            for d in (self.root / folder).glob("round*")
+            if d.name.removeprefix("round").isdigit() and (d / ROUND_FILE).is_file()
+        )
+
     def load_config(self, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
         """`--config` if given, else the workspace's pefty.yaml if present, else the defaults."""
         if path is None and (self.root / CONFIG_FILE).is_file():
