@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -327,7 +326,7 @@ def train(
     """
     from dataclasses import replace
 
-    from pefty_whisper.train import default_round_plan, train_round
+    from pefty_whisper.train import default_round_plan, is_main_process, train_round
     from pefty_whisper.workspace import Workspace
 
     workspace = Workspace.at(workdir)
@@ -340,7 +339,7 @@ def train(
         workspace, config, round_index, base, train_csv, valid_csv, resume=resume, force=force
     )
     result = train_round(workspace, config, plan)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         return
     best = (
         "n/a" if result.best_cer is None else f"{result.best_cer:.2f}% at step {result.best_step}"

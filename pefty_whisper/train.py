@@ -231,6 +231,7 @@ class RoundTrainer:
         self.train_filter = FilterReport()
         self.valid_filter = FilterReport()
         self.resumed_from: str | None = None
+        self.parameter_counts = (0, 0)  # (trainable, total), counted once the model is built
 
     # -- data ---------------------------------------------------------------------------------
 
@@ -318,7 +319,7 @@ class RoundTrainer:
         self.model = base
         self.enforce_fine_tune_lang()
         self.model = attach_lora(base, self.config.lora, self.config.train.gradient_checkpointing)
-        trainable, total = count_parameters(self.model)
+        trainable, total = self.parameter_counts = count_parameters(self.model)
         logger.info(
             "trainable parameters: %s of %s (%.2f%%)",
             f"{trainable:,d}",
@@ -406,8 +407,8 @@ class RoundTrainer:
             best_cer=best_cer,
             best_step=best_step,
             train_loss=train_loss,
-            trainable_parameters=count_parameters(self.model)[0],
-            total_parameters=count_parameters(self.model)[1],
+            trainable_parameters=self.parameter_counts[0],
+            total_parameters=self.parameter_counts[1],
             seconds=time.time() - started,
             train_filter=self.train_filter,
             valid_filter=self.valid_filter,
