@@ -664,7 +664,12 @@ def transcribe(
     workspace = Workspace.at(workdir)
     config = workspace.load_config(config_path, overrides)
     target = resolve_model_path(workspace, model)
-    options = TranscriberOptions(backend=backend or "auto", batch_size=config.train.eval_batch_size)
+    options = TranscriberOptions(
+        backend=backend or "auto",
+        batch_size=config.train.eval_batch_size,
+        context=config.model.context,
+        context_step_s=config.model.context_step_s,
+    )
     transcriber = Transcriber(target, options)
     results = transcriber.transcribe_files(list(audio))
     click.echo(format_transcriptions(results, output_format))

@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
+from pefty_whisper.context import ContextMode
 from pefty_whisper.errors import ConfigError
 
 NormalizeMode = Literal["spelling", "phonetic", "raw"]
@@ -45,6 +46,12 @@ class ModelSection:
     language: str = "ko"
     task: Literal["transcribe", "translate"] = "transcribe"
     quant: QuantMode = "8bit"
+    # Encoder context per batch, in training and decoding alike. full: every input padded to
+    # Whisper's 30 s, as faster-whisper and every other consumer of an export feed it. auto: a
+    # batch padded to its longest utterance rounded up to context_step_s, with the encoder's
+    # position table sliced to match: 3-5x less encoder work on short utterances (context.py).
+    context: ContextMode = "full"
+    context_step_s: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def demo_config(base_dir: Path) -> dict[str, Any]:
     end of each round. Gradient checkpointing is off: the CPU has memory to spare, not time.
     """
     return {
-        "model": {"base": str(base_dir)},
+        "model": {"base": str(base_dir), "context": "auto"},
         "train": {
             "batch_size": 8,
             "eval_batch_size": 8,

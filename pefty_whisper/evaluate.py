@@ -51,6 +51,7 @@ class EvalReport:
     label: str
     set_name: str
     backend: str
+    context: str  # the encoder context decoded at: full (30 s) or auto (see context.py)
     cer: float  # spaces removed, the primary figure
     cer_with_spaces: float
     wer: float
@@ -131,13 +132,20 @@ def evaluate_set(
             backend=backend,
             batch_size=batch_size,
             max_new_tokens=config.train.generation_max_length,
+            context=config.model.context,
+            context_step_s=config.model.context_step_s,
         )
         transcriber = Transcriber(model_dir, options)
         hypotheses, seconds, audio_seconds = decode_utterances(
             transcriber, utterances, batch_size, progress
         )
     scores = score_corpus([u.sentence for u in utterances], hypotheses)
-    out_dir = workspace.root / "eval" / target.label
+    label = target.label
+    if backend != "torch" and not (target.model_dir / "model.bin").is_file():
+        # A checkpoint decoded through a conversion: kept beside its PyTorch figures (which
+        # `pefty rounds` reports), not over them.
+        label = f"{label}-{backend}"
+    out_dir = workspace.root / "eval" / label
     json_path, tsv_path = out_dir / f"{set_label}.json", out_dir / f"{set_label}.tsv"
     atomic_write_text(tsv_path, _per_utterance_tsv(utterances, scores.utterances))
     worst = sorted(
@@ -146,9 +154,10 @@ def evaluate_set(
         reverse=True,
     )[:WORST_SHOWN]
     report = EvalReport(
-        label=target.label,
+        label=label,
         set_name=set_label,
         backend=backend,
+        context=transcriber.context,
         cer=scores.cer,
         cer_with_spaces=scores.cer_with_spaces,
         wer=scores.wer,
@@ -292,6 +301,7 @@ def _summary(
         "manifest": str(manifest),
         "limit": limit,
         "backend": report.backend,
+        "context": report.context,
         "cer": report.cer,
         "cer_with_spaces": report.cer_with_spaces,
         "wer": report.wer,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from pefty_whisper.config import Config, config_to_dict, dump_config
+from pefty_whisper.context import allow_short_context
 from pefty_whisper.data.features import (
     FilterReport,
     SpeechCollator,
@@ -243,7 +244,11 @@ class RoundTrainer:
         self.train_manifest = read_manifest(self.plan.train_csv)
         self.valid_manifest = read_manifest(self.plan.valid_csv)
         train, self.train_filter = self.prepare_dataset(self.train_manifest.utterances)
-        valid_utterances = self._eval_subset(self.valid_manifest.utterances)
+        # Shortest first: each validation batch then has a short context (model.context: auto)
+        # and transcripts of similar length, so generate wastes few steps.
+        valid_utterances = sorted(
+            self._eval_subset(self.valid_manifest.utterances), key=lambda u: u.duration or 0.0
+        )
         valid, self.valid_filter = self.prepare_dataset(valid_utterances)
         for name, manifest, kept in (
             ("train", self.train_manifest, train),
@@ -316,6 +321,7 @@ class RoundTrainer:
 
     def load_model(self) -> None:
         base = load_base_model(self.base_dir, self.config.model.quant, self.config.train.precision)
+        allow_short_context(base)
         self.model = base
         self.enforce_fine_tune_lang()
         self.model = attach_lora(base, self.config.lora, self.config.train.gradient_checkpointing)
@@ -330,7 +336,7 @@ class RoundTrainer:
     def create_trainer(self, train: SpeechDataset, valid: SpeechDataset) -> Seq2SeqTrainer:
         from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
 
-        t = self.config.train
+        t, m = self.config.train, self.config.model
         dtype = compute_dtype(t.precision)
         # The Trainer's TensorBoard callback reads its directory from this variable only.
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.adapter_dir / LOGS)
@@ -368,12 +374,18 @@ class RoundTrainer:
             ddp_find_unused_parameters=False,
             disable_tqdm=False,
         )
-        return Seq2SeqTrainer(
+        trainer_class = _duration_grouped_trainer() if m.context == "auto" else Seq2SeqTrainer
+        return trainer_class(
             model=self.model,
             args=args,
             train_dataset=train,
             eval_dataset=valid,
-            data_collator=SpeechCollator(pad_token_id=self.processor.tokenizer.pad_token_id),
+            data_collator=SpeechCollator(
+                feature_extractor=self.processor.feature_extractor,
+                pad_token_id=self.processor.tokenizer.pad_token_id,
+                context=m.context,
+                context_step_s=m.context_step_s,
+            ),
             processing_class=self.processor.feature_extractor,
             compute_metrics=self.compute_metrics,
             compute_loss_func=token_mean_loss,
@@ -512,6 +524,27 @@ class RoundTrainer:
             json.dumps(trainer.state.log_history, indent=1) + "\n",
         )
         write_round_record(self.adapter_dir, record)
+
+
+def _duration_grouped_trainer() -> type:
+    from transformers import Seq2SeqTrainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class DurationGroupedTrainer(Seq2SeqTrainer):
+        """Batches of utterances of similar duration, so `model.context: auto` pads little.
+
+        The Trainer's own `group_by_length` would decode every utterance's audio once just to
+        measure it; the manifests already hold the durations.
+        """
+
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                lengths=dataset.durations,
+            )
+
+    return DurationGroupedTrainer
 
 
 def _data_record(manifest: Manifest, report: FilterReport) -> dict[str, Any]:

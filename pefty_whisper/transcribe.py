@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from pefty_whisper.context import ContextMode, allow_short_context, context_samples
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
+from pefty_whisper.data.features import log_mel
 from pefty_whisper.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
@@ -58,6 +60,10 @@ class TranscriberOptions:
     compute_type: str = "auto"  # ct2: int8 on CPU, float16 on GPU; torch: float32 / float16
     num_threads: int = 0  # 0: the library's default
     language: str | None = None  # None: the model directory's generation config decides
+    # Encoder context per batch (see context.py): full pads to 30 s; auto to the batch's
+    # longest waveform rounded up to context_step_s. The ONNX encoder is exported at 30 s only.
+    context: ContextMode = "full"
+    context_step_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -284,6 +290,7 @@ class _TorchEngine:
             torch.set_num_threads(options.num_threads)  # process-wide: torch has no per-model knob
         self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=dtype)
         self.model.to(self.device).eval()
+        allow_short_context(self.model)
         self.dtype = dtype
         self.spec = spec
         self.beam_size = options.beam_size
@@ -529,6 +536,10 @@ class Transcriber:
                 f"use --backend {detected} (or auto)"
             )
         self.backend: Backend = detected
+        self.context: ContextMode = options.context
+        if detected == "onnx" and options.context != "full":
+            logger.info("the ONNX encoder takes 30 s inputs only: decoding at the full context")
+            self.context = "full"
         self.timings = DecodeTimings()
         self.feature_extractor = load_feature_extractor(self.model_dir)
         self.tokenizer = load_tokenizer(self.model_dir)
@@ -610,11 +621,15 @@ class Transcriber:
         return ids
 
     def features(self, audios: Sequence[np.ndarray]) -> np.ndarray:
-        """Log-mel features padded to the model's context, as the feature extractor decides."""
+        """Log-mel features of a batch, padded to its context (see context.py)."""
         started = time.perf_counter()
-        features = self.feature_extractor(
-            list(audios), sampling_rate=SAMPLE_RATE, return_tensors="np"
-        ).input_features.astype(np.float32, copy=False)
+        samples = context_samples(
+            max(len(a) for a in audios),
+            self.context,
+            self.options.context_step_s,
+            full=self.window_samples,
+        )
+        features = log_mel(self.feature_extractor, audios, samples)
         self.timings.features_s += time.perf_counter() - started
         return features
 

@@ -9,6 +9,8 @@ Configurations (all with gradient checkpointing on, the toolkit's default):
   8bit-nods    `pefty train --quant 8bit --deepspeed none`
   none-zero2   `pefty train --quant none --deepspeed zero2`
   none-nods    `pefty train --quant none --deepspeed none`
+  8bit-zero2-auto  the default, with `-o model.context=auto`: each batch padded to its longest
+               utterance (rounded up to 2 s) instead of 30 s, batches grouped by duration
 
 Each configuration runs in a fresh Python process, so its peak memory is its own. With
 --large-v3-gpu on a CUDA machine, whisper-large-v3's architecture (random weights, no hub) is
@@ -50,12 +52,13 @@ from pefty_whisper.errors import PeftyError  # noqa: E402
 from pefty_whisper.workspace import Workspace, package_versions  # noqa: E402
 
 BASELINE = "hf-full-ft"
-# config name -> (quant, deepspeed); the baseline is not a pefty run.
+# config name -> (quant, deepspeed, encoder context); the baseline is not a pefty run.
 PEFTY_CONFIGS = {
-    "8bit-zero2": ("8bit", "zero2"),
-    "8bit-nods": ("8bit", "none"),
-    "none-zero2": ("none", "zero2"),
-    "none-nods": ("none", "none"),
+    "8bit-zero2": ("8bit", "zero2", "full"),
+    "8bit-nods": ("8bit", "none", "full"),
+    "none-zero2": ("none", "zero2", "full"),
+    "none-nods": ("none", "none", "full"),
+    "8bit-zero2-auto": ("8bit", "zero2", "auto"),
 }
 ALL_CONFIGS = (BASELINE, *PEFTY_CONFIGS)
 LARGE_V3 = "large-v3-8bit-zero2"
@@ -94,6 +97,7 @@ class RunSpec:
     name: str
     quant: str  # 8bit or none: the base's precision (the baseline trains a plain model)
     deepspeed: str
+    context: str  # full (30 s, the baseline's) or auto (see pefty_whisper/context.py)
     base: str
     train_csv: str
     valid_csv: str
@@ -152,6 +156,7 @@ class StepTimer(TrainerCallback):
             "config": spec.name,
             "quant": spec.quant,
             "deepspeed": spec.deepspeed,
+            "context": spec.context,
             "precision": precision,
             "steps": len(self.step_ends),
             "timed_steps": max(timed, 0),
@@ -201,6 +206,7 @@ def run_pefty_child(spec: RunSpec) -> dict[str, Any]:
         "train.eval_batch_size": 2,
         "train.generation_max_length": 16,
         "train.logging_steps": 1,
+        "model.context": spec.context,
     }
     args = [
         "train",
@@ -276,7 +282,13 @@ def run_hf_child(spec: RunSpec) -> dict[str, Any]:
         model=model,
         args=args,
         train_dataset=SpeechDataset(utterances, processor),
-        data_collator=SpeechCollator(pad_token_id=processor.tokenizer.pad_token_id),
+        # The blog pads every input to 30 s.
+        data_collator=SpeechCollator(
+            feature_extractor=processor.feature_extractor,
+            pad_token_id=processor.tokenizer.pad_token_id,
+            context="full",
+            context_step_s=config.model.context_step_s,
+        ),
         processing_class=processor.feature_extractor,
         callbacks=[timer],
     )
@@ -406,7 +418,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     baseline = next((r for r in results if r["config"] == BASELINE and "error" not in r), {})
     cuda = any(r.get("peak_cuda_allocated_gb") is not None for r in results)
     versus = f"vs {BASELINE}"
-    header = ["config", "quant", "DeepSpeed", "samples/s", versus, "peak RSS GB", versus]
+    header = ["config", "quant", "DeepSpeed", "context", "samples/s", versus, "peak RSS GB", versus]
     if cuda:
         header += ["peak CUDA GB", versus]
     header.append("trainable params")
@@ -421,6 +433,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             r["config"],
             r["quant"],
             r["deepspeed"],
+            r.get("context", "full"),
             _fmt(r["samples_per_s"]),
             _ratio(r["samples_per_s"], baseline.get("samples_per_s")) if own else "-",
             _fmt(r["peak_rss_gb"]),
@@ -510,11 +523,13 @@ def main(
         raise click.ClickException(str(exc)) from None
     model = model.resolve()
 
-    def spec(name: str, quant: str, deepspeed: str, base: Path, steps: int, batch: int) -> RunSpec:
+    def spec(name: str, setup: tuple[str, str, str], base: Path, steps: int, batch: int) -> RunSpec:
+        quant, deepspeed, context = setup
         return RunSpec(
             name=name,
             quant=quant,
             deepspeed=deepspeed,
+            context=context,
             base=str(base),
             train_csv=str(train_csv),
             valid_csv=str(valid_csv),
@@ -526,15 +541,17 @@ def main(
 
     results = []
     for name in names:
-        quant, deepspeed = PEFTY_CONFIGS.get(name, ("none", "none"))
-        results.append(run_config(spec(name, quant, deepspeed, model, steps, batch_size)))
+        setup = PEFTY_CONFIGS.get(name, ("none", "none", "full"))
+        results.append(run_config(spec(name, setup, model, steps, batch_size)))
     if large_v3_gpu and not torch.cuda.is_available():
         click.echo("[bench] --large-v3-gpu skipped: no CUDA GPU here")
     elif large_v3_gpu:
         click.echo("[bench] building whisper-large-v3 with random weights (first run only)")
         large_dir = workdir / "base" / "whisper-large-v3-random"
         large = build_random_whisper(model, large_dir, LARGE_V3_ARCH)
-        large_spec = spec(LARGE_V3, "8bit", "zero2", large, LARGE_V3_STEPS, LARGE_V3_BATCH)
+        large_spec = spec(
+            LARGE_V3, PEFTY_CONFIGS["8bit-zero2"], large, LARGE_V3_STEPS, LARGE_V3_BATCH
+        )
         results.append(run_config(large_spec))
 
     report = {

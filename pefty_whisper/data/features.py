@@ -1,7 +1,8 @@
-"""Training examples: log-mel features computed on the fly in the data loader, labels, batches.
+"""Training examples: audio decoded and log-mel features computed on the fly, labels, batches.
 
 Features are never cached: an 80x3000 float array is about 1 MB per utterance, over 100 GB for
-one KsponSpeech part. The loader's workers compute them while the model trains.
+one KsponSpeech part. The loader's workers decode audio and the collator (which runs in those
+workers too) computes a whole batch's features at the batch's context (see context.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from pefty_whisper.context import ContextMode, context_samples
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio, probe_audio
 from pefty_whisper.data.manifest import Utterance
 from pefty_whisper.errors import DataError
 
 if TYPE_CHECKING:
-    from transformers import WhisperProcessor
+    from transformers import WhisperFeatureExtractor, WhisperProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def filter_utterances(
 
 
 class SpeechDataset(torch.utils.data.Dataset):
-    """Decodes audio and computes log-mel features per item, inside the loader's workers."""
+    """Decodes audio and tokenizes the transcript per item, inside the loader's workers."""
 
     def __init__(self, utterances: Sequence[Utterance], processor: WhisperProcessor) -> None:
         self.utterances = list(utterances)
@@ -88,6 +90,11 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.utterances)
+
+    @property
+    def durations(self) -> list[float]:
+        """Seconds per utterance (from the manifest), for batching by length."""
+        return [u.duration or 0.0 for u in self.utterances]
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         utterance = self.utterances[index]
@@ -97,33 +104,39 @@ class SpeechDataset(torch.utils.data.Dataset):
             # A file that went bad after `prepare`: skip it in the collator, do not kill the round.
             logger.warning("skipping unreadable audio: %s", exc)
             return None
-        return {
-            "input_features": log_mel(self.processor, audio),
-            "labels": label_ids(self.processor, utterance.sentence),
-        }
+        return {"audio": audio, "labels": label_ids(self.processor, utterance.sentence)}
 
 
-def log_mel(processor: WhisperProcessor, audio: np.ndarray) -> np.ndarray:
-    """Whisper's log-mel features, padded to the model's context by the feature extractor.
+def log_mel(
+    feature_extractor: WhisperFeatureExtractor, audios: Sequence[np.ndarray], samples: int
+) -> np.ndarray:
+    """Whisper's log-mel features of a batch, each waveform zero-padded to `samples`.
 
-    The feature extractor is the one place that decides the context length (30 s for stock
-    Whisper); nothing else in the package assumes 3000 frames.
+    Padding the waveform (not the spectrogram) gives exactly the features Whisper's own
+    extractor gives at 30 s, only shorter: its normalization floor follows each utterance's
+    loudest frame, so padded frames take each utterance's own floor value.
     """
-    features = processor.feature_extractor(
-        audio, sampling_rate=SAMPLE_RATE, return_tensors="np"
-    ).input_features
-    return features[0]
+    return feature_extractor(
+        list(audios),
+        sampling_rate=SAMPLE_RATE,
+        padding="max_length",
+        max_length=samples,
+        return_tensors="np",
+    ).input_features.astype(np.float32, copy=False)
 
 
 @dataclass
 class SpeechCollator:
-    """Stacks features and builds decoder inputs and labels from the token ids.
+    """Computes a batch's features at its context and builds decoder inputs and labels.
 
     decoder_input_ids = ids[:-1] and labels = ids[1:]: the same shift the model would do itself,
     done here because the loss is computed outside the model (see train.token_mean_loss).
     """
 
+    feature_extractor: WhisperFeatureExtractor
     pad_token_id: int
+    context: ContextMode
+    context_step_s: float
 
     def __call__(self, items: list[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
         items = [item for item in items if item is not None]
@@ -131,7 +144,14 @@ class SpeechCollator:
             raise DataError(
                 "a whole batch of audio files was unreadable; run `pefty prepare` again"
             )
-        features = torch.from_numpy(np.stack([item["input_features"] for item in items]))
+        audios = [item["audio"] for item in items]
+        samples = context_samples(
+            max(len(a) for a in audios),
+            self.context,
+            self.context_step_s,
+            full=int(self.feature_extractor.n_samples),
+        )
+        features = torch.from_numpy(log_mel(self.feature_extractor, audios, samples))
         longest = max(len(item["labels"]) for item in items) - 1
         decoder_input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(items), longest), -100, dtype=torch.long)

@@ -116,6 +116,20 @@ def test_evaluate_writes_summary_and_per_utterance_tsv(two_rounds):
     assert summary["real_time_factor"] > 0
 
 
+def test_evaluate_through_ct2_keeps_the_torch_figures(two_rounds):
+    _, work = two_rounds
+    torch_summary = work / "eval" / "round2" / "eval_clean.json"
+    before = torch_summary.read_text()
+    ws = ["--workdir", str(work), "-o", "model.context=auto"]
+    invoke("evaluate", "--set", "eval_clean", "--model", "merged/round2", "--backend", "ct2", *ws)
+    summary = json.loads((work / "eval" / "round2-ct2" / "eval_clean.json").read_text())
+    assert summary["backend"] == "ct2" and summary["context"] == "auto"
+    assert summary["num_utterances"] == 4 and summary["cer"] >= 0
+    # The conversion is kept for the next evaluation: int8 is ct2's default on a CPU.
+    assert (work / "exports" / "round2-ct2-int8" / "model.bin").is_file()
+    assert torch_summary.read_text() == before
+
+
 def test_rounds_table_and_plot(two_rounds, tmp_path):
     _, work = two_rounds
     result = invoke("rounds", "--workdir", str(work), "--plot", str(tmp_path / "rounds.png"))

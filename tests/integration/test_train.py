@@ -132,6 +132,30 @@ def test_8bit_zero2_round_trains_and_writes_lineage(tiny_base, tmp_path):
     assert again.exit_code == 1 and "finished round: pass --force" in again.output
 
 
+def test_a_128_mel_base_trains_at_the_context_each_batch_needs(tmp_path):
+    """large-v3's 128 mel bins, and `model.context: auto` on utterances of 1 to 5 s."""
+    base = save_tiny_whisper(tmp_path / "tiny128", n_mels=128)
+    work = make_workspace(tmp_path / "work", repeats=2)
+    long_audio = work / "audio" / "long.pcm"
+    write_audio(long_audio, 7, seconds=5.0)
+    write_manifest(
+        work / "data" / "train_KsponSpeech_01_test.csv", [(str(long_audio), "길게 말해요")]
+    )
+    result = CliRunner().invoke(
+        main,
+        ["train", "--round", "1", "--base", str(base), "--workdir", str(work)]
+        + ["-o", "model.context=auto", "-o", "model.context_step_s=1"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    adapter = work / "adapters" / "round1"
+    losses = logged(adapter, "loss")
+    assert len(losses) == 8 and losses[-1] < losses[0] - 0.5, losses
+    assert logged(adapter, "eval_cer"), "validation at the short context did not run"
+    record = json.loads((adapter / "round.json").read_text())
+    assert record["config"]["model"]["context"] == "auto"
+
+
 def test_zero3_with_8bit_base_is_refused(tiny_base, tmp_path):
     work = make_workspace(tmp_path)
     result = CliRunner().invoke(

@@ -85,6 +85,24 @@ def test_every_backend_gives_the_same_tokens_and_text(
     assert all(text == text.strip() and "<|" not in text for text in texts["torch"])
 
 
+def test_auto_context_pads_a_batch_to_its_longest_clip_on_torch_and_ct2(
+    models: dict[str, Path], clips: list[np.ndarray]
+) -> None:
+    auto = replace(FLOAT32, context="auto", context_step_s=2.0)
+    tokens = {}
+    for backend in ("torch", "ct2"):
+        transcriber = Transcriber(models[backend], auto)
+        assert transcriber.context == "auto"
+        # 1.5 s and 3.0 s clips: padded to 4 s (two 2 s steps), 400 frames instead of 3000.
+        assert transcriber.features(clips[:2]).shape == (2, 80, 400)
+        tokens[backend] = transcriber.transcribe_tokens(clips)
+    assert tokens["ct2"] == tokens["torch"]
+    # The context changes what a random model hears, so the tokens differ from full context.
+    assert tokens["torch"] != Transcriber(models["torch"], FLOAT32).transcribe_tokens(clips)
+    # The ONNX encoder was exported for 30 s inputs: it decodes at the full context.
+    assert Transcriber(models["onnx"], auto).context == "full"
+
+
 def test_a_70_s_file_is_decoded_in_three_windows(ct2: Transcriber, tmp_path: Path) -> None:
     pieces = [clip(30.0, 150, 10), clip(30.0, 300, 11), clip(10.0, 220, 12)]
     path = tmp_path / "long.wav"
