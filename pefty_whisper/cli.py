@@ -796,16 +796,16 @@ def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
     _step("generating the sample corpus (espeak-ng Korean)")
     corpus = ensure_sample_corpus(workdir)
     _step("importing whisper-base from the offline packages")
-    base_dir = ensure_offline_base(workdir)
-    write_demo_config(workdir, base_dir)
+    base = str(ensure_offline_base(workdir).relative_to(workdir))
+    write_demo_config(workdir, workdir / base)
     _step(f"pefty prepare kspon --root {corpus}")
     ctx.invoke(prepare_kspon_command, root=corpus, out=None, scripts_dir=None, normalize=None, **ws)
     if not (workdir / "eval" / "round0" / "eval_clean.json").is_file():
-        _step(f"pefty evaluate --set eval_clean --model {base_dir}   (round 0: zero-shot)")
+        _step(f"pefty evaluate --set eval_clean --model {base}   (round 0: zero-shot)")
         ctx.invoke(
             evaluate,
             set_name="eval_clean",
-            model=str(base_dir),
+            model=base,
             backend="torch",
             limit=None,
             batch_size=None,

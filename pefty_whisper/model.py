@@ -19,7 +19,11 @@ from pefty_whisper.errors import ModelError
 
 if TYPE_CHECKING:
     from peft import PeftModel
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import (
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +70,41 @@ def check_model_dir(path: Path) -> Path:
 
 def load_processor(model_dir: Path, language: str, task: str) -> WhisperProcessor:
     """Processor whose tokenizer writes the `<|ko|><|transcribe|><|notimestamps|>` prefix."""
-    from transformers import WhisperProcessor
+    from transformers import WhisperConfig, WhisperProcessor
 
     processor = WhisperProcessor.from_pretrained(model_dir)
+    n_mels = WhisperConfig.from_pretrained(model_dir).num_mel_bins
+    processor.feature_extractor = with_mel_bins(processor.feature_extractor, n_mels, model_dir)
     processor.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
     return processor
+
+
+def with_mel_bins(
+    extractor: WhisperFeatureExtractor, n_mels: int | None, model_dir: Path
+) -> WhisperFeatureExtractor:
+    """The feature extractor at the model's mel bins (80, or 128 for large-v3 and turbo).
+
+    A processor saved from another size would feed 80 bins to a 128-bin model (a shape error
+    deep in the encoder) or the reverse; the filters depend only on the bin count, so rebuild.
+    """
+    from transformers import WhisperFeatureExtractor
+
+    if n_mels is None or extractor.feature_size == n_mels:
+        return extractor
+    logger.warning(
+        "%s: the feature extractor has %d mel bins but the model takes %d; using %d",
+        model_dir,
+        extractor.feature_size,
+        n_mels,
+        n_mels,
+    )
+    return WhisperFeatureExtractor(
+        feature_size=n_mels,
+        sampling_rate=extractor.sampling_rate,
+        hop_length=extractor.hop_length,
+        chunk_length=extractor.chunk_length,
+        n_fft=extractor.n_fft,
+    )
 
 
 def training_device() -> torch.device:

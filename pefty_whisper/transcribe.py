@@ -222,23 +222,10 @@ def load_feature_extractor(model_dir: Path) -> WhisperFeatureExtractor:
         return build_feature_extractor(model_dir)  # checked against model.bin's conv1 there
     else:
         raise ModelError(f"{model_dir}: no preprocessor_config.json, so no feature settings")
+    from pefty_whisper.model import with_mel_bins
+
     n_mels = _read_json(model_dir / "config.json").get("num_mel_bins")
-    if n_mels is not None and extractor.feature_size != n_mels:
-        logger.warning(
-            "%s: the feature extractor has %d mel bins but the model takes %d; using %d",
-            model_dir,
-            extractor.feature_size,
-            n_mels,
-            n_mels,
-        )
-        extractor = WhisperFeatureExtractor(
-            feature_size=n_mels,
-            sampling_rate=extractor.sampling_rate,
-            hop_length=extractor.hop_length,
-            chunk_length=extractor.chunk_length,
-            n_fft=extractor.n_fft,
-        )
-    return extractor
+    return with_mel_bins(extractor, n_mels, model_dir)
 
 
 # --------------------------------------------------------------------------------------------

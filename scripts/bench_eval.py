@@ -2,10 +2,12 @@
 
 Decodes the sample corpus's eval set with each backend through the same `decode_utterances` path
 the command uses, and reports utterances/s, real-time factor, CER, and the split between encoder
-and decoder time. Run it on a quiet machine; it is a measurement, not a test.
+and decoder time, at Whisper's 30 s context and at `model.context: auto` (each batch padded to
+its longest utterance, see pefty_whisper/context.py). The first run is the baseline. Run it on
+a quiet machine; it is a measurement, not a test.
 
     python scripts/bench_eval.py                     # offline whisper-base, sample eval_clean
-    python scripts/bench_eval.py --model merged/round2 --csv data/eval_clean.csv
+    python scripts/bench_eval.py --model demo/merged/round2 --csv demo/data/eval_clean.csv
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -29,13 +32,17 @@ from pefty_whisper.data.prepare import prepare_kspon  # noqa: E402
 from pefty_whisper.demo import ensure_offline_base, ensure_sample_corpus  # noqa: E402
 from pefty_whisper.evaluate import decode_utterances  # noqa: E402
 from pefty_whisper.metrics import score_corpus  # noqa: E402
+from pefty_whisper.transcribe import Transcriber, TranscriberOptions  # noqa: E402
 
-# (label, backend, batch size, ct2 quantization): batch 1 shows what batching buys.
+BATCH_SIZE = 8
+# (label, backend, ct2 quantization, context); the first is the baseline.
 RUNS = (
-    ("torch fp32, batch 1", "torch", 1, None),
-    ("torch fp32, batch 8", "torch", 8, None),
-    ("ct2 int8, batch 8", "ct2", 8, "int8"),
-    ("ct2 float32, batch 8", "ct2", 8, "float32"),
+    ("torch fp32, 30 s", "torch", None, "full"),
+    ("ct2 int8, 30 s", "ct2", "int8", "full"),
+    ("ct2 float32, 30 s", "ct2", "float32", "full"),
+    ("torch fp32, auto", "torch", None, "auto"),
+    ("ct2 int8, auto", "ct2", "int8", "auto"),
+    ("ct2 float32, auto", "ct2", "float32", "auto"),
 )
 
 
@@ -44,9 +51,21 @@ RUNS = (
 @click.option("--model", type=click.Path(path_type=Path), default=None)
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None)
 @click.option("--limit", type=int, default=40, show_default=True)
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    default=96,
+    show_default=True,
+    help="The demo's train.generation_max_length: a hallucinating model stops there.",
+)
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 def main(
-    workdir: Path, model: Path | None, csv_path: Path | None, limit: int, out: Path | None
+    workdir: Path,
+    model: Path | None,
+    csv_path: Path | None,
+    limit: int,
+    max_new_tokens: int,
+    out: Path | None,
 ) -> None:
     from pefty_whisper.config import DataSection
     from pefty_whisper.export import export_ct2
@@ -58,19 +77,27 @@ def main(
         csv_path = workdir / "data" / "eval_clean.csv"
     utterances = read_manifest(csv_path).utterances[:limit]
     results = []
-    for label, backend, batch_size, quantization in RUNS:
+    for label, backend, quantization, context in RUNS:
         model_dir = model
         if backend == "ct2":
-            model_dir = workdir / f"ct2-{quantization}"
+            model_dir = workdir / f"{model.name}-ct2-{quantization}"
             if not (model_dir / "model.bin").is_file():
                 export_ct2(model, model_dir, quantization=quantization, force=True)
-        results.append(measure(label, model_dir, backend, batch_size, utterances))
+        options = TranscriberOptions(
+            backend=backend,
+            batch_size=BATCH_SIZE,
+            max_new_tokens=max_new_tokens,
+            context=context,
+        )
+        results.append(measure(label, model_dir, options, utterances))
         click.echo(f"{label}: {results[-1]}", err=True)
     click.echo(markdown_table(results))
     record = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "model": str(model),
         "utterances": len(utterances),
+        "batch_size": BATCH_SIZE,
+        "max_new_tokens": max_new_tokens,
         "results": results,
     }
     out = out or workdir / "bench_eval.json"
@@ -78,14 +105,14 @@ def main(
     click.echo(f"written: {out}")
 
 
-def measure(label: str, model_dir: Path, backend: str, batch_size: int, utterances: list) -> dict:
-    from pefty_whisper.transcribe import Transcriber, TranscriberOptions
-
-    # Load (and warm up) outside the timed region: evaluate's cost is the decoding.
-    transcriber = Transcriber(model_dir, TranscriberOptions(backend=backend, batch_size=batch_size))
+def measure(
+    label: str, model_dir: Path, options: TranscriberOptions, utterances: list
+) -> dict[str, Any]:
+    # Loading is outside the timed region: evaluate's cost is the decoding.
+    transcriber = Transcriber(model_dir, options)
     transcriber.timings.reset()
     started = time.perf_counter()
-    hypotheses, _, audio_seconds = decode_utterances(transcriber, utterances, batch_size)
+    hypotheses, _, audio_seconds = decode_utterances(transcriber, utterances, options.batch_size)
     elapsed = time.perf_counter() - started
     scores = score_corpus([u.sentence for u in utterances], hypotheses)
     timings = transcriber.timings
@@ -104,7 +131,8 @@ def measure(label: str, model_dir: Path, backend: str, batch_size: int, utteranc
 def markdown_table(results: list[dict]) -> str:
     baseline = results[0]["seconds"]
     lines = [
-        "| run | utt/s | RTF | speed-up vs first | CER % | encoder s | decoder s | features s |",
+        f"| run | utt/s | RTF | speed vs {results[0]['label']} | CER % | encoder s | decoder s "
+        "| features s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from transformers import (
+    WhisperConfig,
     WhisperFeatureExtractor,
     WhisperForConditionalGeneration,
     WhisperProcessor,
@@ -118,3 +119,25 @@ def clip(seconds: float, pitch: float, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     tone = sum(np.sin(2 * np.pi * k * pitch * t) / k for k in range(1, 4))
     return (0.2 * tone + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def tiny_whisper_config(**changes: int) -> WhisperConfig:
+    """A very small WhisperConfig with a 100-token vocabulary: for tests of shapes and module
+    wiring that need no tokenizer (and so no offline packages)."""
+    dims = dict(
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        vocab_size=100,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+        max_target_positions=32,
+        max_source_positions=1500,
+    )
+    return WhisperConfig(**{**dims, **changes})

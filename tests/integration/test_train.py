@@ -17,6 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from fixtures import save_tiny_whisper
+from transformers import WhisperFeatureExtractor, WhisperProcessor
 
 from pefty_whisper.cli import main
 
@@ -133,8 +134,15 @@ def test_8bit_zero2_round_trains_and_writes_lineage(tiny_base, tmp_path):
 
 
 def test_a_128_mel_base_trains_at_the_context_each_batch_needs(tmp_path):
-    """large-v3's 128 mel bins, and `model.context: auto` on utterances of 1 to 5 s."""
+    """large-v3's 128 mel bins, and `model.context: auto` on utterances of 1 to 5 s.
+
+    The checkpoint carries an 80-bin processor (saved from another size): training must
+    rebuild it at the model's 128 bins instead of feeding the encoder the wrong shape.
+    """
     base = save_tiny_whisper(tmp_path / "tiny128", n_mels=128)
+    processor = WhisperProcessor.from_pretrained(base)
+    processor.feature_extractor = WhisperFeatureExtractor(feature_size=80)
+    processor.save_pretrained(base)
     work = make_workspace(tmp_path / "work", repeats=2)
     long_audio = work / "audio" / "long.pcm"
     write_audio(long_audio, 7, seconds=5.0)

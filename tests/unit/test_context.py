@@ -5,33 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+from fixtures import tiny_whisper_config
+from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
 from pefty_whisper.context import allow_short_context, context_samples
 from pefty_whisper.data.features import log_mel
 
 RATE = 16_000
 FULL = 30 * RATE
-
-
-def tiny_config(**changes: int) -> WhisperConfig:
-    dims = dict(
-        d_model=32,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
-        vocab_size=100,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        decoder_start_token_id=1,
-        max_target_positions=32,
-        max_source_positions=1500,
-    )
-    return WhisperConfig(**{**dims, **changes})
 
 
 def test_full_context_is_always_the_whole_window() -> None:
@@ -64,11 +45,12 @@ def test_short_features_are_the_start_of_the_full_ones() -> None:
 
 def test_a_short_input_encodes_as_a_model_built_for_that_context() -> None:
     torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(tiny_config()).eval()
+    model = WhisperForConditionalGeneration(tiny_whisper_config()).eval()
     allow_short_context(model)
     allow_short_context(model)  # a second call must not wrap the wrapper
     frames = 400
-    reference = WhisperForConditionalGeneration(tiny_config(max_source_positions=frames // 2))
+    short_config = tiny_whisper_config(max_source_positions=frames // 2)
+    reference = WhisperForConditionalGeneration(short_config)
     state = model.state_dict()
     state["model.encoder.embed_positions.weight"] = state["model.encoder.embed_positions.weight"][
         : frames // 2
@@ -90,7 +72,7 @@ def test_a_short_input_encodes_as_a_model_built_for_that_context() -> None:
 
 def test_a_short_input_trains_and_generates() -> None:
     torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(tiny_config())
+    model = WhisperForConditionalGeneration(tiny_whisper_config())
     allow_short_context(model)
     features = torch.randn(2, 80, 200)
     labels = torch.randint(0, 100, (2, 5))
@@ -102,7 +84,7 @@ def test_a_short_input_trains_and_generates() -> None:
 
 
 def test_an_odd_or_too_long_input_is_refused() -> None:
-    model = WhisperForConditionalGeneration(tiny_config())
+    model = WhisperForConditionalGeneration(tiny_whisper_config())
     allow_short_context(model)
     with pytest.raises(ValueError, match="multiple of 2 mel frames up to 3000; got 401"):
         model.get_encoder()(torch.randn(1, 80, 401))
