@@ -780,7 +780,7 @@ def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
     5. `pefty export --format ct2`, `pefty transcribe` one file, `pefty rounds`
 
     Each step is the same code as the command it names, configured by the
-    pefty.yaml the demo writes; re-running skips finished steps. About 15
+    pefty.yaml the demo writes; re-running skips finished steps. About 12
     minutes on a 2-core CPU.
 
     \b

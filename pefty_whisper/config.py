@@ -53,6 +53,13 @@ class ModelSection:
     context: ContextMode = "full"
     context_step_s: float = 2.0
 
+    def __post_init__(self) -> None:
+        if not 0 < self.context_step_s <= 30:
+            raise ConfigError(
+                f"Config key 'model.context_step_s' must be between 0 and 30 seconds; "
+                f"got {self.context_step_s}"
+            )
+
 
 @dataclass(frozen=True)
 class LoraSection:

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from transformers import WhisperForConditionalGeneration
 
 ContextMode = Literal["full", "auto"]
+# Whisper's hop (160 samples) times its second convolution's stride (2): the encoder takes an
+# even number of mel frames, so every context is a multiple of 20 ms.
+FRAME_PAIR_SAMPLES = 320
 CONTEXT_MODES: tuple[ContextMode, ...] = ("full", "auto")
 
 
@@ -36,7 +39,8 @@ def context_samples(longest: int, mode: ContextMode, step_s: float, full: int) -
         return full
     if mode != "auto":
         raise ValueError(f"unknown context mode {mode!r}: use full or auto")
-    step = max(1, round(step_s * SAMPLE_RATE))
+    pairs = max(1, round(step_s * SAMPLE_RATE / FRAME_PAIR_SAMPLES))
+    step = pairs * FRAME_PAIR_SAMPLES
     return min(full, max(step, math.ceil(longest / step) * step))
 
 

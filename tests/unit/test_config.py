@@ -79,3 +79,9 @@ def test_dump_and_reload_round_trip(tmp_path):
     config = load_config(None, ["train.max_steps=7", "lora.target_modules=q_proj"])
     dump_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+
+
+def test_context_step_must_be_a_positive_number_of_seconds() -> None:
+    with pytest.raises(ConfigError, match=r"'model.context_step_s' must be between 0 and 30"):
+        load_config(overrides=["model.context_step_s=0"])
+    assert load_config(overrides=["model.context=auto"]).model.context == "auto"

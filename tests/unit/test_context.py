@@ -32,6 +32,13 @@ def test_auto_context_never_exceeds_the_window() -> None:
     assert context_samples(29 * RATE, "auto", 7.0, FULL) == FULL
 
 
+@pytest.mark.parametrize("step_s", [0.001, 0.25, 0.33, 1.0, 2.0])
+def test_every_context_is_an_even_number_of_frames(step_s: float) -> None:
+    for seconds in (0.1, 0.9, 3.3, 7.77, 29.99):
+        samples = context_samples(round(seconds * RATE), "auto", step_s, FULL)
+        assert samples % 320 == 0 and samples >= seconds * RATE - 1e-6
+
+
 def test_short_features_are_the_start_of_the_full_ones() -> None:
     extractor = WhisperFeatureExtractor()
     rng = np.random.default_rng(0)
