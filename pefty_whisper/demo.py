@@ -65,14 +65,13 @@ def demo_config(base: str) -> dict[str, Any]:
     }
 
 
-def write_demo_config(workdir: Path, base_dir: Path) -> Path:
+def write_demo_config(workdir: Path) -> Path:
     """pefty.yaml in the demo workspace; an existing one is the user's and is kept."""
     path = workdir / CONFIG_FILE
     if not path.exists():
         text = "# Written by `pefty demo`: the settings of its two short rounds.\n"
         # Relative to the workspace, so the workspace can be moved and the rounds table is short.
-        base = base_dir.relative_to(workdir) if base_dir.is_relative_to(workdir) else base_dir
-        text += yaml.safe_dump(demo_config(str(base)), sort_keys=False)
+        text += yaml.safe_dump(demo_config(BASE_DIR), sort_keys=False)
         atomic_write_text(path, text)
     return path
 

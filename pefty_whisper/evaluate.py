@@ -125,7 +125,8 @@ def evaluate_set(
     from pefty_whisper.transcribe import Transcriber, TranscriberOptions
 
     batch_size = batch_size or config.train.eval_batch_size
-    with _decodable_model(workspace, target, backend) as model_dir:
+    decodable = _decodable_model(workspace, target, backend)
+    with decodable as model_dir:
         # The same length cap as validation during training: a hallucinating model (the
         # zero-shot base) otherwise decodes to Whisper's limit on every utterance.
         options = TranscriberOptions(
@@ -140,11 +141,9 @@ def evaluate_set(
             transcriber, utterances, batch_size, progress
         )
     scores = score_corpus([u.sentence for u in utterances], hypotheses)
-    label = target.label
-    if backend != "torch" and not (target.model_dir / "model.bin").is_file():
-        # A checkpoint decoded through a conversion: kept beside its PyTorch figures (which
-        # `pefty rounds` reports), not over them.
-        label = f"{label}-{backend}"
+    # A checkpoint decoded through a conversion is kept beside its PyTorch figures (which
+    # `pefty rounds` reports), not over them.
+    label = f"{target.label}-{backend}" if decodable.converted else target.label
     out_dir = workspace.root / "eval" / label
     json_path, tsv_path = out_dir / f"{set_label}.json", out_dir / f"{set_label}.tsv"
     atomic_write_text(tsv_path, _per_utterance_tsv(utterances, scores.utterances))
@@ -208,6 +207,7 @@ class _decodable_model:
     def __init__(self, workspace: Workspace, target: EvalTarget, backend: str) -> None:
         self.workspace, self.target, self.backend = workspace, target, backend
         self.tmp: tempfile.TemporaryDirectory | None = None
+        self.converted = False  # a checkpoint converted for the backend (not its own format)
 
     def __enter__(self) -> Path:
         model_dir = self.target.model_dir
@@ -215,6 +215,7 @@ class _decodable_model:
             model_dir = self._merged_adapter()
         if self.backend == "ct2" and not (model_dir / "model.bin").is_file():
             model_dir = self._ct2_export(model_dir)
+            self.converted = True
         return model_dir
 
     def __exit__(self, *exc: object) -> None:

@@ -8,6 +8,7 @@ training loop itself is Hugging Face's Seq2SeqTrainer; DeepSpeed is its `deepspe
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -266,9 +267,7 @@ class RoundTrainer:
 
     def prepare_dataset(self, utterances: list[Utterance]) -> tuple[SpeechDataset, FilterReport]:
         """Drop what Whisper cannot take (over 30 s, over 448 label tokens); features come later."""
-        max_tokens = min(
-            self.config.train.max_label_tokens, self._model_config().max_target_positions
-        )
+        max_tokens = min(self.config.train.max_label_tokens, self.model_config.max_target_positions)
         kept, report = filter_utterances(
             utterances, self.processor, self.config.data.max_duration_s, max_tokens
         )
@@ -293,7 +292,9 @@ class RoundTrainer:
         chosen = sorted(random.Random(self.config.train.seed).sample(range(len(utterances)), limit))
         return [utterances[i] for i in chosen]
 
-    def _model_config(self) -> Any:
+    @functools.cached_property
+    def model_config(self) -> Any:
+        """The base's WhisperConfig, read once (prepare_dataset runs for train and validation)."""
         from transformers import WhisperConfig
 
         return WhisperConfig.from_pretrained(self.base_dir)

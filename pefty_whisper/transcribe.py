@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from pefty_whisper.context import ContextMode, allow_short_context, context_samples
+from pefty_whisper.config import ModelSection
+from pefty_whisper.context import ContextMode, allow_short_context
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
-from pefty_whisper.data.features import log_mel
+from pefty_whisper.data.features import batch_features
 from pefty_whisper.errors import ConfigError, DataError, ModelError
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ class TranscriberOptions:
     language: str | None = None  # None: the model directory's generation config decides
     # Encoder context per batch (see context.py): full pads to 30 s; auto to the batch's
     # longest waveform rounded up to context_step_s. The ONNX encoder is exported at 30 s only.
-    context: ContextMode = "full"
-    context_step_s: float = 2.0
+    context: ContextMode = ModelSection.context
+    context_step_s: float = ModelSection.context_step_s
 
 
 @dataclass(frozen=True)
@@ -610,13 +611,9 @@ class Transcriber:
     def features(self, audios: Sequence[np.ndarray]) -> np.ndarray:
         """Log-mel features of a batch, padded to its context (see context.py)."""
         started = time.perf_counter()
-        samples = context_samples(
-            max(len(a) for a in audios),
-            self.context,
-            self.options.context_step_s,
-            full=self.window_samples,
+        features = batch_features(
+            self.feature_extractor, audios, self.context, self.options.context_step_s
         )
-        features = log_mel(self.feature_extractor, audios, samples)
         self.timings.features_s += time.perf_counter() - started
         return features
 

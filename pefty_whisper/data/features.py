@@ -125,6 +125,23 @@ def log_mel(
     ).input_features.astype(np.float32, copy=False)
 
 
+def batch_features(
+    feature_extractor: WhisperFeatureExtractor,
+    audios: Sequence[np.ndarray],
+    context: ContextMode,
+    context_step_s: float,
+) -> np.ndarray:
+    """A batch's log-mel features at its context (context.py decides how long), for training
+    and decoding alike."""
+    samples = context_samples(
+        max(len(a) for a in audios),
+        context,
+        context_step_s,
+        full=int(feature_extractor.n_samples),
+    )
+    return log_mel(feature_extractor, audios, samples)
+
+
 @dataclass
 class SpeechCollator:
     """Computes a batch's features at its context and builds decoder inputs and labels.
@@ -145,13 +162,9 @@ class SpeechCollator:
                 "a whole batch of audio files was unreadable; run `pefty prepare` again"
             )
         audios = [item["audio"] for item in items]
-        samples = context_samples(
-            max(len(a) for a in audios),
-            self.context,
-            self.context_step_s,
-            full=int(self.feature_extractor.n_samples),
+        features = torch.from_numpy(
+            batch_features(self.feature_extractor, audios, self.context, self.context_step_s)
         )
-        features = torch.from_numpy(log_mel(self.feature_extractor, audios, samples))
         longest = max(len(item["labels"]) for item in items) - 1
         decoder_input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(items), longest), -100, dtype=torch.long)
