@@ -444,7 +444,7 @@ def merge(
 @click.option(
     "--limit", type=int, default=None, help="Only the first N utterances, for a quick look."
 )
-@click.option("--batch-size", type=int, default=None, help="Default: train.eval_batch_size.")
+@click.option("--batch-size", type=int, default=None, help="Default: decode.batch_size.")
 @workspace_options
 def evaluate(
     set_name: str,
@@ -666,7 +666,7 @@ def transcribe(
     target = resolve_model_path(workspace, model)
     options = TranscriberOptions(
         backend=backend or "auto",
-        batch_size=config.train.eval_batch_size,
+        batch_size=config.decode.batch_size,
         context=config.model.context,
         context_step_s=config.model.context_step_s,
     )

@@ -73,7 +73,6 @@ class LoraSection:
 class TrainSection:
     learning_rate: float = 1e-4
     batch_size: int = 8
-    eval_batch_size: int = 8
     gradient_accumulation_steps: int = 1
     num_epochs: float = 1.0
     # A positive value overrides num_epochs.
@@ -93,7 +92,22 @@ class TrainSection:
     gradient_checkpointing: bool = True
     # Whisper's decoder holds 448 positions; labels longer than this are dropped and counted.
     max_label_tokens: int = 448
-    generation_max_length: int = 225
+
+
+@dataclass(frozen=True)
+class DecodeSection:
+    """How a model is decoded: by validation during training, evaluate, transcribe, export's
+    parity probe and the server alike, so every figure comes from the same decoding."""
+
+    batch_size: int = 8
+    beam_size: int = 1
+    # New tokens after the prompt. A hallucinating model (a zero-shot base on unfamiliar speech)
+    # otherwise repeats itself up to Whisper's 448-token limit on every utterance.
+    max_new_tokens: int = 225
+    # auto: cuda when the backend sees a GPU, else cpu.
+    device: str = "auto"
+    # auto: ct2 int8 on the CPU and float16 on a GPU; torch float32 on the CPU, float16 on a GPU.
+    compute_type: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,14 @@ class Config:
     model: ModelSection = field(default_factory=ModelSection)
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
+    decode: DecodeSection = field(default_factory=DecodeSection)
+
+
+# Keys that moved to another section: an old pefty.yaml gets the new name, not a guess.
+MOVED_KEYS = {
+    "train.eval_batch_size": "decode.batch_size",
+    "train.generation_max_length": "decode.max_new_tokens",
+}
 
 
 def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -187,6 +209,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     for key in raw:
         if key not in names:
             full = f"{prefix}{key}"
+            if full in MOVED_KEYS:
+                raise ConfigError(
+                    f"Config key '{full}' moved to '{MOVED_KEYS[full]}': rename it in your config"
+                )
             hint = _closest_hint(
                 full, all_keys() if prefix else [f.name for f in dataclasses.fields(Config)]
             )

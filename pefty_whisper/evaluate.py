@@ -24,9 +24,10 @@ from pefty_whisper.config import Config
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
 from pefty_whisper.data.manifest import Utterance, read_manifest
 from pefty_whisper.errors import DataError, PeftyError
+from pefty_whisper.files import atomic_write_text
 from pefty_whisper.metrics import UtteranceScore, score_corpus
 from pefty_whisper.model import resolve_model_dir
-from pefty_whisper.workspace import Workspace, atomic_write_text, read_round_record
+from pefty_whisper.workspace import Workspace, read_round_record
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def evaluate_set(
     set_label = Path(set_name).stem
     from pefty_whisper.transcribe import Transcriber, TranscriberOptions
 
-    batch_size = batch_size or config.train.eval_batch_size
+    batch_size = batch_size or config.decode.batch_size
     decodable = _decodable_model(workspace, target, backend)
     with decodable as model_dir:
         # The same length cap as validation during training: a hallucinating model (the
@@ -132,7 +133,7 @@ def evaluate_set(
         options = TranscriberOptions(
             backend=backend,
             batch_size=batch_size,
-            max_new_tokens=config.train.generation_max_length,
+            max_new_tokens=config.decode.max_new_tokens,
             context=config.model.context,
             context_step_s=config.model.context_step_s,
         )

@@ -26,6 +26,7 @@ import torch
 
 from pefty_whisper.data.audio import SAMPLE_RATE
 from pefty_whisper.errors import ConfigError, DataError, ModelError
+from pefty_whisper.files import atomic_directory, atomic_write_text, package_versions, weights_hash
 from pefty_whisper.import_ct2 import write_preprocessor_config
 from pefty_whisper.metrics import score_corpus
 from pefty_whisper.transcribe import (
@@ -37,13 +38,7 @@ from pefty_whisper.transcribe import (
     detect_backend,
     load_feature_extractor,
 )
-from pefty_whisper.workspace import (
-    atomic_directory,
-    atomic_write_text,
-    package_versions,
-    read_round_record,
-    weights_hash,
-)
+from pefty_whisper.workspace import read_round_record
 
 if TYPE_CHECKING:
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration

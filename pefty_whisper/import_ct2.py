@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pefty_whisper.errors import ModelError
-from pefty_whisper.workspace import atomic_directory
+from pefty_whisper.files import atomic_directory
 
 if TYPE_CHECKING:
     import torch

@@ -19,15 +19,9 @@ import torch
 
 from pefty_whisper.config import Config, ModelSection
 from pefty_whisper.errors import ModelError, PeftyError
+from pefty_whisper.files import atomic_directory, package_versions, weights_hash
 from pefty_whisper.model import enforce_language, load_processor
-from pefty_whisper.workspace import (
-    Workspace,
-    atomic_directory,
-    package_versions,
-    read_round_record,
-    weights_hash,
-    write_round_record,
-)
+from pefty_whisper.workspace import Workspace, read_round_record, write_round_record
 
 logger = logging.getLogger(__name__)
 

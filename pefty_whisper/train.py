@@ -34,6 +34,7 @@ from pefty_whisper.data.features import (
 )
 from pefty_whisper.data.manifest import Manifest, Utterance, read_manifest
 from pefty_whisper.errors import ConfigError, DataError, PeftyError
+from pefty_whisper.files import atomic_write_text, package_versions, weights_hash
 from pefty_whisper.metrics import score_corpus
 from pefty_whisper.model import (
     attach_lora,
@@ -44,14 +45,7 @@ from pefty_whisper.model import (
     load_processor,
     resolve_model_dir,
 )
-from pefty_whisper.workspace import (
-    Workspace,
-    atomic_write_text,
-    package_versions,
-    read_round_record,
-    weights_hash,
-    write_round_record,
-)
+from pefty_whisper.workspace import Workspace, read_round_record, write_round_record
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, Seq2SeqTrainer
@@ -344,7 +338,7 @@ class RoundTrainer:
         args = Seq2SeqTrainingArguments(
             output_dir=str(self.adapter_dir / CHECKPOINTS),
             per_device_train_batch_size=t.batch_size,
-            per_device_eval_batch_size=t.eval_batch_size,
+            per_device_eval_batch_size=self.config.decode.batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
             learning_rate=t.learning_rate,
             warmup_steps=t.warmup_steps,
@@ -359,7 +353,7 @@ class RoundTrainer:
             logging_steps=t.logging_steps,
             report_to=["tensorboard"],
             predict_with_generate=True,
-            generation_max_length=t.generation_max_length,
+            generation_max_length=self.config.decode.max_new_tokens,
             metric_for_best_model="cer",
             greater_is_better=False,
             remove_unused_columns=False,

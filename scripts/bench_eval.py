@@ -56,7 +56,7 @@ RUNS = (
     type=int,
     default=96,
     show_default=True,
-    help="The demo's train.generation_max_length: a hallucinating model stops there.",
+    help="The demo's decode.max_new_tokens: a hallucinating model stops there.",
 )
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 def main(

@@ -39,8 +39,8 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from pefty_whisper.data.audio import AUDIO_SUFFIXES, SAMPLE_RATE, load_audio  # noqa: E402
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
+from pefty_whisper.files import package_versions  # noqa: E402
 from pefty_whisper.metrics import score_corpus  # noqa: E402
-from pefty_whisper.workspace import package_versions  # noqa: E402
 
 BACKENDS = ("torch-fp32", "ct2-int8", "onnx-fp32", "onnx-int8")
 # ru_maxrss is in kilobytes on Linux (bytes on macOS).

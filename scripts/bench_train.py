@@ -49,7 +49,8 @@ from transformers import TrainerCallback  # noqa: E402
 
 from pefty_whisper.config import DataSection  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
-from pefty_whisper.workspace import Workspace, package_versions  # noqa: E402
+from pefty_whisper.files import package_versions  # noqa: E402
+from pefty_whisper.workspace import Workspace  # noqa: E402
 
 BASELINE = "hf-full-ft"
 # config name -> (quant, deepspeed, encoder context); the baseline is not a pefty run.
@@ -203,8 +204,8 @@ def run_pefty_child(spec: RunSpec) -> dict[str, Any]:
         # last step, which the timer leaves out.
         "train.eval_steps": spec.steps + 1,
         "train.max_eval_samples": 2,
-        "train.eval_batch_size": 2,
-        "train.generation_max_length": 16,
+        "decode.batch_size": 2,
+        "decode.max_new_tokens": 16,
         "train.logging_steps": 1,
         "model.context": spec.context,
     }

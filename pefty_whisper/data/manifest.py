@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pefty_whisper.errors import DataError
-from pefty_whisper.workspace import atomic_write_text
+from pefty_whisper.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from pefty_whisper.export import (
     export_ct2,
     export_onnx,
 )
+from pefty_whisper.files import weights_hash
 from pefty_whisper.import_ct2 import Ct2ModelFile
 from pefty_whisper.transcribe import Transcriber, TranscriberOptions
-from pefty_whisper.workspace import weights_hash
 
 RATE = 16_000
 MAX_NEW_TOKENS = 12

@@ -25,7 +25,8 @@ from pefty_whisper.data.sample_corpus import (
     synthesize,
 )
 from pefty_whisper.errors import DataError
-from pefty_whisper.workspace import CONFIG_FILE, atomic_write_text
+from pefty_whisper.files import atomic_write_text
+from pefty_whisper.workspace import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,6 @@ def demo_config(base: str) -> dict[str, Any]:
         "model": {"base": base, "context": "auto"},
         "train": {
             "batch_size": 8,
-            "eval_batch_size": 8,
             "learning_rate": 1.0e-3,
             "warmup_steps": 2,
             "max_steps": 20,
@@ -59,8 +59,8 @@ def demo_config(base: str) -> dict[str, Any]:
             "max_eval_samples": 12,
             "logging_steps": 2,
             "gradient_checkpointing": False,
-            "generation_max_length": 96,
         },
+        "decode": {"batch_size": 8, "max_new_tokens": 96},
         "data": {"num_workers": 1},
     }
 
