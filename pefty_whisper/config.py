@@ -6,8 +6,11 @@ and the error names the closest valid key.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
+import inspect
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,32 +29,41 @@ Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
 @dataclass(frozen=True)
 class DataSection:
-    # How KsponSpeech notation becomes a Whisper target (see data/kspon.py).
+    """How manifests are prepared and read."""
+
     normalize: NormalizeMode = "spelling"
-    # Share of each part held out as that round's validation set (`_test.csv`).
+    """How KsponSpeech notation becomes a Whisper target (see data/kspon.py)."""
     test_ratio: float = 0.2
+    """Share of each part held out as that round's validation set (`_test.csv`)."""
     split_seed: int = 1234
-    # Whisper sees at most 30 s; longer utterances are dropped and counted, never truncated.
+    """Seed of that split (plus the part number), so a re-run splits the same way."""
     max_duration_s: float = 30.0
-    # Shorter clips are almost always cut-off noise in KsponSpeech.
+    """Whisper sees at most 30 s; longer utterances are dropped and counted, never truncated."""
     min_duration_s: float = 0.1
-    # Data-loader workers computing log-mel features on the fly.
+    """Shorter clips are almost always cut-off noise in KsponSpeech."""
     num_workers: int = 2
+    """Data-loader workers computing log-mel features on the fly."""
 
 
 @dataclass(frozen=True)
 class ModelSection:
-    # Round 1's base: a hub id or a local directory.
+    """The base model, its precision while training, and what it transcribes."""
+
     base: str = "openai/whisper-small"
+    """Round 1's base: a hub id or a local directory."""
     language: str = "ko"
+    """The language every round trains and decodes in (Whisper's code or name)."""
     task: Literal["transcribe", "translate"] = "transcribe"
+    """Whisper's task token: transcribe keeps Korean, translate would write English."""
     quant: QuantMode = "8bit"
-    # Encoder context per batch, in training and decoding alike. full: every input padded to
-    # Whisper's 30 s, as faster-whisper and every other consumer of an export feed it. auto: a
-    # batch padded to its longest utterance rounded up to context_step_s, with the encoder's
-    # position table sliced to match: 3-5x less encoder work on short utterances (context.py).
+    """The frozen base's precision while training: LLM.int8, QLoRA nf4, or none (16/32-bit)."""
     context: ContextMode = "full"
+    """Encoder context per batch, in training and decoding alike. full: every input padded to
+    Whisper's 30 s, as faster-whisper and every other consumer of an export feed it. auto: a batch
+    padded to its longest utterance rounded up to context_step_s, with the encoder's position
+    table sliced to match: 3-5x less encoder work on short utterances (context.py)."""
     context_step_s: float = 2.0
+    """The step (seconds) `context: auto` rounds a batch's longest utterance up to."""
 
     def __post_init__(self) -> None:
         if not 0 < self.context_step_s <= 30:
@@ -63,35 +75,60 @@ class ModelSection:
 
 @dataclass(frozen=True)
 class LoraSection:
+    """The LoRA adapter trained in each round."""
+
     r: int = 32
+    """Rank of the update matrices."""
     alpha: int = 64
+    """Scale of the update (alpha / r multiplies it)."""
     dropout: float = 0.05
+    """Dropout on the adapter's input."""
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+    """Linear layers that get an adapter: every attention and MLP projection by default."""
 
 
 @dataclass(frozen=True)
 class TrainSection:
+    """One round's optimization, checkpoints and validation."""
+
     learning_rate: float = 1e-4
+    """Peak learning rate of the adapter, after warm-up."""
     batch_size: int = 8
+    """Utterances per device per step."""
     gradient_accumulation_steps: int = 1
+    """Steps whose gradients add up before one optimizer update."""
     num_epochs: float = 1.0
-    # A positive value overrides num_epochs.
-    max_steps: int = -1
+    """Passes over the round's training set, unless max_steps is set."""
+    max_steps: int | None = None
+    """Optimizer steps of the round; null: as many as num_epochs takes."""
     warmup_steps: int = 50
-    # A checkpoint is saved at every evaluation, so the best adapter by validation CER is kept.
+    """Steps of linear learning-rate warm-up."""
     eval_steps: int = 500
-    # Validation decodes with generate, which is slow: score a fixed seeded subset (0: all).
+    """Validation every this many steps; a checkpoint is saved at each, so the best adapter by
+    validation CER is kept."""
     max_eval_samples: int = 1000
+    """Validation decodes with generate, which is slow: score a fixed seeded subset (0: all)."""
     logging_steps: int = 25
+    """Steps between logged losses (TensorBoard and log_history.json)."""
     save_total_limit: int = 2
+    """Checkpoints kept on disk; the Trainer never deletes the best one."""
     seed: int = 42
-    # auto: bf16 on GPUs that have it, else fp16; fp32 on the CPU.
+    """Seed of the Trainer (initialization, shuffling) and of the validation subset."""
     precision: Precision = "auto"
-    # DeepSpeed config: zero2, zero2_offload, zero3 (ds_configs/), a JSON path, or none.
+    """auto: bf16 on GPUs that have it, else fp16; fp32 on the CPU."""
     deepspeed: str = "zero2"
+    """DeepSpeed config: zero2, zero2_offload, zero3 (ds_configs/), a JSON path, or none."""
     gradient_checkpointing: bool = True
-    # Whisper's decoder holds 448 positions; labels longer than this are dropped and counted.
+    """Recompute activations in the backward pass: less memory for more time."""
     max_label_tokens: int = 448
+    """Whisper's decoder holds 448 positions; labels longer than this are dropped and counted."""
+
+    def __post_init__(self) -> None:
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(
+                "Config key 'train.max_steps' must be a positive integer or null (use num_epochs); "
+                f"got {self.max_steps}"
+            )
 
 
 @dataclass(frozen=True)
@@ -100,14 +137,17 @@ class DecodeSection:
     parity probe and the server alike, so every figure comes from the same decoding."""
 
     batch_size: int = 8
+    """Utterances decoded together."""
     beam_size: int = 1
-    # New tokens after the prompt. A hallucinating model (a zero-shot base on unfamiliar speech)
-    # otherwise repeats itself up to Whisper's 448-token limit on every utterance.
+    """Beams of the search; 1 is greedy decoding."""
     max_new_tokens: int = 225
-    # auto: cuda when the backend sees a GPU, else cpu.
+    """New tokens after the prompt. A hallucinating model (a zero-shot base on unfamiliar
+    speech) otherwise repeats itself up to Whisper's 448-token limit on every utterance."""
     device: str = "auto"
-    # auto: ct2 int8 on the CPU and float16 on a GPU; torch float32 on the CPU, float16 on a GPU.
+    """auto: cuda when the backend sees a GPU, else cpu."""
     compute_type: str = "auto"
+    """auto: ct2 int8 on the CPU and float16 on a GPU; torch float32 on the CPU, float16 on a
+    GPU."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +178,11 @@ def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) 
         if not isinstance(raw[section], dict):
             raw[section] = {}
         raw[section][name] = value
-    return _build(Config, raw, prefix="")
+    errors: list[str] = []
+    config = _build(Config, raw, "", errors)
+    if errors:
+        raise ConfigError(_all_errors(errors, path if not overrides else None))
+    return config
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
@@ -171,6 +215,73 @@ def all_keys() -> list[str]:
     return keys
 
 
+def field_docs(section: type) -> dict[str, str]:
+    """Each field's attribute docstring (the string literal right under it), read from the
+    source: Python keeps no such docstrings at run time."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(section)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for statement, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(statement, ast.AnnAssign)
+            and isinstance(statement.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[statement.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def config_reference() -> str:
+    """Every key with its type, default and purpose, generated from the dataclasses and their
+    docstrings, so the reference cannot drift from the code."""
+    lines = []
+    hints = typing.get_type_hints(Config)
+    for section in dataclasses.fields(Config):
+        section_type = hints[section.name]
+        summary = (section_type.__doc__ or "").strip().split("\n\n")[0]
+        lines += textwrap.wrap(
+            f"{section.name}: {' '.join(summary.split())}", 100, subsequent_indent="    "
+        )
+        docs = field_docs(section_type)
+        field_types = typing.get_type_hints(section_type)
+        for f in dataclasses.fields(section_type):
+            kind, default = _type_text(field_types[f.name]), _yaml_text(f.default)
+            lines.append(f"  {section.name}.{f.name}: {kind} = {default}")
+            lines += textwrap.wrap(
+                docs.get(f.name, ""), 96, initial_indent=" " * 6, subsequent_indent=" " * 6
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _type_text(annotation: Any) -> str:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return " | ".join(str(choice) for choice in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return f"{' | '.join(_type_text(a) for a in inner)} or null"
+    if origin is tuple:
+        return "list of strings"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _yaml_text(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...")
+
+
+def _all_errors(errors: list[str], path: Path | None) -> str:
+    """One message for every error of a config, so a user fixes them all in one go."""
+    if len(errors) == 1:
+        return errors[0]
+    where = f" in {path}" if path is not None else ""
+    return f"{len(errors)} config errors{where}:\n" + "\n".join(f"  {e}" for e in errors)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"Config file not found: {path}")
@@ -200,34 +311,49 @@ def _closest_hint(name: str, choices: typing.Iterable[str]) -> str:
     return f" Did you mean '{match[0]}'?" if match else ""
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
+    """The dataclass `cls` from `raw`; each problem is added to `errors` (None is returned then)
+    and the rest is still checked, so one load reports every error of a file."""
     what = prefix.rstrip(".") or "config"
     if not isinstance(raw, dict):
-        raise ConfigError(f"'{what}' must be a mapping of keys, got {raw!r}")
+        errors.append(f"'{what}' must be a mapping of keys, got {raw!r}")
+        return None
+    found = len(errors)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
         if key not in names:
-            full = f"{prefix}{key}"
-            if full in MOVED_KEYS:
-                raise ConfigError(
-                    f"Config key '{full}' moved to '{MOVED_KEYS[full]}': rename it in your config"
-                )
-            hint = _closest_hint(
-                full, all_keys() if prefix else [f.name for f in dataclasses.fields(Config)]
-            )
-            raise ConfigError(
-                f"Unknown config key '{full}'.{hint or ' Valid keys: ' + ', '.join(sorted(names))}"
-            )
+            errors.append(_unknown_key(f"{prefix}{key}", prefix, names))
     values = {}
     for key, value in raw.items():
+        if key not in names:
+            continue
         annotation = hints[key]
         full = f"{prefix}{key}"
         if dataclasses.is_dataclass(annotation):
-            values[key] = _build(annotation, value, prefix=f"{full}.")
-        else:
+            section = _build(annotation, value, f"{full}.", errors)
+            if section is not None:
+                values[key] = section
+            continue
+        try:
             values[key] = _coerce(full, value, annotation)
-    return cls(**values)
+        except ConfigError as exc:
+            errors.append(str(exc))
+    try:
+        built = cls(**values)  # __post_init__ checks what spans a value (ranges, sentinels)
+    except ConfigError as exc:
+        errors.append(str(exc))
+        return None
+    return built if len(errors) == found else None
+
+
+def _unknown_key(full: str, prefix: str, names: set[str]) -> str:
+    if full in MOVED_KEYS:
+        return f"Config key '{full}' moved to '{MOVED_KEYS[full]}': rename it in your config"
+    hint = _closest_hint(
+        full, all_keys() if prefix else [f.name for f in dataclasses.fields(Config)]
+    )
+    return f"Unknown config key '{full}'.{hint or ' Valid keys: ' + ', '.join(sorted(names))}"
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -248,7 +374,10 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"Config key '{key}' must be a list of strings; got {value!r}")
         return tuple(value)
     if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"union types are not supported in the config: {key}")
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(inner) != 1 or len(typing.get_args(annotation)) != 2:
+            raise TypeError(f"only `X | None` unions are supported in the config: {key}")
+        return None if value is None else _coerce(key, value, inner[0])
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"Config key '{key}' must be true or false; got {value!r}")

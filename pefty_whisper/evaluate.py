@@ -11,11 +11,10 @@ import csv
 import io
 import json
 import logging
-import re
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from pefty_whisper.errors import DataError, PeftyError
 from pefty_whisper.files import atomic_write_text
 from pefty_whisper.metrics import UtteranceScore, score_corpus
 from pefty_whisper.model import resolve_model_dir
-from pefty_whisper.workspace import Workspace, read_round_record
+from pefty_whisper.workspace import BASE_LABEL, MergeRecord, RoundRecord, Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +52,7 @@ class EvalReport:
     set_name: str
     backend: str
     context: str  # the encoder context decoded at: full (30 s) or auto (see context.py)
+    language: str | None  # the prompt's language; None: detected per utterance
     cer: float  # spaces removed, the primary figure
     cer_with_spaces: float
     wer: float
@@ -75,23 +75,23 @@ class EvalReport:
 def resolve_target(workspace: Workspace, config: Config, model: str | None) -> EvalTarget:
     """--model omitted: the latest merged round (or the base before any round)."""
     if model is None:
-        merged = workspace.finished_rounds("merged")
-        model = f"merged/round{merged[-1]}" if merged else config.model.base
+        latest = workspace.latest_merged_round()
+        model = workspace.merged_ref(latest) if latest is not None else config.model.base
     path = Path(model) if Path(model).is_absolute() else workspace.root / model
     if (path / "adapter_config.json").is_file():
-        record = read_round_record(path) or {}
-        label = f"round{record['round']}-adapter" if "round" in record else _label_of(path)
+        adapter = RoundRecord.read(path)
+        label = workspace.adapter_label(adapter.round) if adapter else workspace.model_label(path)
         return EvalTarget(model_dir=path, label=label, adapter_dir=path)
     if (path / "model.bin").is_file() or (path / "encoder_model.onnx").is_file():
-        return EvalTarget(model_dir=path, label=_label_of(path))
+        return EvalTarget(model_dir=path, label=workspace.model_label(path))
     model_dir = resolve_model_dir(model, workspace.root)
-    record = read_round_record(model_dir)
-    if record is not None and record.get("kind") == "merged":
-        label = f"round{record['round']}"
+    merged = MergeRecord.read(model_dir)
+    if merged is not None:
+        label = workspace.round_label(merged.round)
     elif _is_configured_base(model, model_dir, config.model.base, workspace.root):
-        label = "round0"
+        label = BASE_LABEL
     else:
-        label = _label_of(model_dir)
+        label = workspace.model_label(model_dir)
     return EvalTarget(model_dir=model_dir, label=label)
 
 
@@ -100,10 +100,6 @@ def _is_configured_base(model: str, model_dir: Path, base: str, root: Path) -> b
     would fail for every other model too."""
     candidate = Path(base) if Path(base).is_absolute() else root / base
     return model == base or (candidate.is_dir() and candidate.resolve() == model_dir.resolve())
-
-
-def _label_of(path: Path) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name or "model")
 
 
 def evaluate_set(
@@ -123,30 +119,24 @@ def evaluate_set(
     if not utterances:
         raise DataError(f"{manifest.path}: no utterances to evaluate")
     set_label = Path(set_name).stem
-    from pefty_whisper.transcribe import Transcriber, TranscriberOptions
+    from pefty_whisper.inference import Transcriber, TranscriberOptions
 
     batch_size = batch_size or config.decode.batch_size
-    decodable = _decodable_model(workspace, target, backend)
+    decodable = _decodable_model(workspace, config, target, backend)
     with decodable as model_dir:
-        # The same length cap as validation during training: a hallucinating model (the
-        # zero-shot base) otherwise decodes to Whisper's limit on every utterance.
-        options = TranscriberOptions(
-            backend=backend,
-            batch_size=batch_size,
-            max_new_tokens=config.decode.max_new_tokens,
-            context=config.model.context,
-            context_step_s=config.model.context_step_s,
-        )
+        # The config's decode section, as validation during training uses it: its length cap
+        # keeps a hallucinating model (the zero-shot base) from decoding to Whisper's limit.
+        options = replace(TranscriberOptions.from_config(config, backend), batch_size=batch_size)
         transcriber = Transcriber(model_dir, options)
         hypotheses, seconds, audio_seconds = decode_utterances(
             transcriber, utterances, batch_size, progress
         )
     scores = score_corpus([u.sentence for u in utterances], hypotheses)
-    # A checkpoint decoded through a conversion is kept beside its PyTorch figures (which
-    # `pefty rounds` reports), not over them.
-    label = f"{target.label}-{backend}" if decodable.converted else target.label
-    out_dir = workspace.root / "eval" / label
-    json_path, tsv_path = out_dir / f"{set_label}.json", out_dir / f"{set_label}.tsv"
+    label = target.label
+    if decodable.converted:
+        label = workspace.converted_label(label, backend)
+    json_path = workspace.eval_json(label, set_label)
+    tsv_path = workspace.eval_tsv(label, set_label)
     atomic_write_text(tsv_path, _per_utterance_tsv(utterances, scores.utterances))
     worst = sorted(
         zip((u.id for u in utterances), scores.utterances, strict=True),
@@ -158,6 +148,7 @@ def evaluate_set(
         set_name=set_label,
         backend=backend,
         context=transcriber.context,
+        language=transcriber.language,
         cer=scores.cer,
         cer_with_spaces=scores.cer_with_spaces,
         wer=scores.wer,
@@ -205,8 +196,10 @@ class _decodable_model:
     """The directory a backend can load: an adapter is merged into a temporary checkpoint, and
     a transformers checkpoint is converted for the ct2 backend (kept in exports/ for reuse)."""
 
-    def __init__(self, workspace: Workspace, target: EvalTarget, backend: str) -> None:
-        self.workspace, self.target, self.backend = workspace, target, backend
+    def __init__(
+        self, workspace: Workspace, config: Config, target: EvalTarget, backend: str
+    ) -> None:
+        self.workspace, self.config, self.target, self.backend = workspace, config, target, backend
         self.tmp: tempfile.TemporaryDirectory | None = None
         self.converted = False  # a checkpoint converted for the backend (not its own format)
 
@@ -224,24 +217,15 @@ class _decodable_model:
             self.tmp.cleanup()
 
     def _merged_adapter(self) -> Path:
-        from pefty_whisper.merge import (
-            merge_adapter,
-            read_adapter_record,
-            save_checkpoint,
-            verified_base_dir,
-        )
-        from pefty_whisper.model import load_processor
+        """The same merge as `pefty merge` (base check, logit check, the round's language and
+        task), into a temporary directory the evaluation removes."""
+        from pefty_whisper.merge import merge_into
 
-        record = read_adapter_record(self.target.adapter_dir)
-        base_dir = verified_base_dir(record, self.target.adapter_dir, self.workspace)
-        merged, _ = merge_adapter(base_dir, self.target.adapter_dir)
-        model = (record.get("config") or {}).get("model", {})
-        processor = load_processor(
-            base_dir, model.get("language", "ko"), model.get("task", "transcribe")
-        )
+        assert self.target.adapter_dir is not None
         self.tmp = tempfile.TemporaryDirectory(prefix="pefty-eval-", dir=self.workspace.root)
-        save_checkpoint(merged, processor, Path(self.tmp.name))
-        return Path(self.tmp.name)
+        out_dir = Path(self.tmp.name) / "merged"
+        merge_into(self.target.adapter_dir, self.workspace, self.config, out_dir)
+        return out_dir
 
     def _ct2_export(self, model_dir: Path) -> Path:
         import torch
@@ -250,7 +234,7 @@ class _decodable_model:
 
         # The ct2 backend's defaults: int8 on the CPU, float16 on a GPU.
         quantization = "float16" if torch.cuda.is_available() else "int8"
-        out_dir = self.workspace.export_dir(f"{self.target.label}-ct2-{quantization}")
+        out_dir = self.workspace.export_dir_for(self.target.label, "ct2", quantization)
         if not (out_dir / "model.bin").is_file():
             logger.info("converting %s to CTranslate2 %s in %s", model_dir, quantization, out_dir)
             export_ct2(model_dir, out_dir, quantization=quantization)
@@ -304,6 +288,7 @@ def _summary(
         "limit": limit,
         "backend": report.backend,
         "context": report.context,
+        "language": report.language,
         "cer": report.cer,
         "cer_with_spaces": report.cer_with_spaces,
         "wer": report.wer,
@@ -320,7 +305,7 @@ def _summary(
 def read_eval_results(workspace: Workspace) -> dict[str, dict[str, dict[str, Any]]]:
     """{label: {set: summary}} for every eval/<label>/<set>.json, for `pefty rounds`."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in sorted((workspace.root / "eval").glob("*/*.json")):
+    for path in workspace.eval_summaries():
         try:
             results.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
         except json.JSONDecodeError as exc:

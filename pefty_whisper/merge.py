@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from pefty_whisper.config import Config, ModelSection
+from pefty_whisper.config import Config
 from pefty_whisper.errors import ModelError, PeftyError
 from pefty_whisper.files import atomic_directory, package_versions, weights_hash
 from pefty_whisper.model import enforce_language, load_processor
-from pefty_whisper.workspace import Workspace, read_round_record, write_round_record
+from pefty_whisper.workspace import MergeCheck, MergeRecord, RoundRecord, Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,12 @@ class MergeReport:
 
 def latest_adapter_round(workspace: Workspace) -> int:
     """The highest finished round under adapters/."""
-    rounds = workspace.finished_rounds("adapters")
-    if not rounds:
+    latest = workspace.latest_adapter_round()
+    if latest is None:
         raise PeftyError(
             f"{workspace.root / 'adapters'}: no finished round: run `pefty train` first"
         )
-    return max(rounds)
+    return latest
 
 
 def merge_round(
@@ -67,11 +67,46 @@ def merge_round(
     if adapter_dir is None:
         round_index = round_index or latest_adapter_round(workspace)
         adapter_dir = workspace.adapter_dir(round_index)
-    record = read_adapter_record(adapter_dir)
-    round_index = round_index or int(record["round"])
+    round_index = round_index or read_adapter_record(adapter_dir).round
     out_dir = out_dir or workspace.merged_dir(round_index)
+    record = merge_into(adapter_dir, workspace, config, out_dir, dtype, force, round_index)
+    logger.info(
+        "merged %s into %s (max logit diff %.1e)",
+        adapter_dir,
+        out_dir,
+        record.merge_check.max_abs_logit_diff,
+    )
+    return MergeReport(
+        round_index=round_index,
+        adapter_dir=adapter_dir,
+        out_dir=out_dir,
+        base_dir=record.base_dir,
+        dtype=dtype,
+        max_abs_logit_diff=record.merge_check.max_abs_logit_diff,
+        tolerance=record.merge_check.tolerance,
+        seconds=time.time() - started,
+    )
+
+
+def merge_into(
+    adapter_dir: Path,
+    workspace: Workspace,
+    config: Config,
+    out_dir: Path,
+    dtype: str = "float32",
+    force: bool = False,
+    round_index: int | None = None,
+) -> MergeRecord:
+    """The one merge path, for `pefty merge` and for evaluating an adapter alike.
+
+    The base must still hold the weights the adapter was trained on; the merged logits must
+    equal the adapter model's; the saved generation config decodes the language and task the
+    round was trained for (a hub base has none, and would detect the language per utterance).
+    `out_dir` appears only when complete, with its round.json.
+    """
+    record = read_adapter_record(adapter_dir)
     base_dir = verified_base_dir(record, adapter_dir, workspace)
-    model_section = _recorded_model_section(record, config)
+    model_section = record.model_section(config.model)
     with atomic_directory(out_dir, force=force) as staging:
         merged, max_diff = merge_adapter(base_dir, adapter_dir)
         if max_diff > LOGIT_TOLERANCE:
@@ -82,42 +117,30 @@ def merge_round(
         processor = load_processor(base_dir, model_section.language, model_section.task)
         enforce_language(merged, processor, model_section)
         save_checkpoint(merged.to(DTYPES[dtype]), processor, staging)
-        write_round_record(
-            staging,
-            {
-                "round": round_index,
-                "kind": "merged",
-                "adapter_dir": str(adapter_dir),
-                "base": record["base"],
-                "base_dir": str(base_dir),
-                "base_hash": record["base_hash"],
-                "weights_hash": weights_hash(staging),
-                "dtype": dtype,
-                "merge_check": {"max_abs_logit_diff": max_diff, "tolerance": LOGIT_TOLERANCE},
-                "data": record.get("data"),
-                "steps": record.get("steps"),
-                "best_validation": record.get("best_validation"),
-                "merged": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "versions": package_versions(),
-            },
+        merge_record = MergeRecord(
+            round=round_index or record.round,
+            adapter_dir=adapter_dir,
+            base=record.base,
+            base_dir=base_dir,
+            base_hash=record.base_hash,
+            weights_hash=weights_hash(staging),
+            dtype=dtype,
+            merge_check=MergeCheck(max_abs_logit_diff=max_diff, tolerance=LOGIT_TOLERANCE),
+            data=record.data,
+            steps=record.steps,
+            best_validation=record.best_validation,
+            merged=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            versions=package_versions(),
         )
-    logger.info("merged %s into %s (max logit diff %.1e)", adapter_dir, out_dir, max_diff)
-    return MergeReport(
-        round_index=round_index,
-        adapter_dir=adapter_dir,
-        out_dir=out_dir,
-        base_dir=base_dir,
-        dtype=dtype,
-        max_abs_logit_diff=max_diff,
-        tolerance=LOGIT_TOLERANCE,
-        seconds=time.time() - started,
-    )
+        merge_record.write(staging)
+    return merge_record
 
 
-def read_adapter_record(adapter_dir: Path) -> dict[str, Any]:
+def read_adapter_record(adapter_dir: Path) -> RoundRecord:
+    """The record of a finished adapter; an unfinished or foreign directory is refused."""
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelError(f"{adapter_dir}: no adapter_config.json, so not a LoRA adapter directory")
-    record = read_round_record(adapter_dir)
+    record = RoundRecord.read(adapter_dir)
     if record is None:
         raise ModelError(
             f"{adapter_dir}: no round.json, so the round did not finish: "
@@ -126,18 +149,18 @@ def read_adapter_record(adapter_dir: Path) -> dict[str, Any]:
     return record
 
 
-def verified_base_dir(record: dict[str, Any], adapter_dir: Path, workspace: Workspace) -> Path:
+def verified_base_dir(record: RoundRecord, adapter_dir: Path, workspace: Workspace) -> Path:
     """The base the adapter was trained on, refused if its weights changed since."""
-    candidates = [Path(record["base_dir"]), workspace.root / record["base"]]
+    candidates = [record.base_dir, workspace.root / record.base]
     base_dir = next((c for c in candidates if (c / "config.json").is_file()), None)
     if base_dir is None:
         raise ModelError(
-            f"{adapter_dir}: its base {record['base_dir']} is gone; restore it to merge the adapter"
+            f"{adapter_dir}: its base {record.base_dir} is gone; restore it to merge the adapter"
         )
     found = weights_hash(base_dir)
-    if found != record["base_hash"]:
+    if found != record.base_hash:
         raise ModelError(
-            f"{adapter_dir} was trained on a base with weights {record['base_hash'][:19]}..., but "
+            f"{adapter_dir} was trained on a base with weights {record.base_hash[:19]}..., but "
             f"{base_dir} now holds {found[:19]}...: the base changed since training; retrain the "
             "round on the current base"
         )
@@ -171,19 +194,8 @@ def probe_batch(config: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def save_checkpoint(model: Any, processor: Any, out_dir: Path) -> None:
     """A plain transformers checkpoint that CTranslate2 and faster-whisper can read too."""
-    from pefty_whisper.import_ct2 import write_preprocessor_config
+    from pefty_whisper.whisper_files import write_preprocessor_config
 
     model.save_pretrained(out_dir, safe_serialization=True, max_shard_size="2GB")
     processor.save_pretrained(out_dir)
     write_preprocessor_config(out_dir, processor.feature_extractor)
-
-
-def _recorded_model_section(record: dict[str, Any], config: Config) -> ModelSection:
-    """Decode with the language and task the round was trained for."""
-    model = (record.get("config") or {}).get("model") or {}
-    return ModelSection(
-        base=model.get("base", config.model.base),
-        language=model.get("language", config.model.language),
-        task=model.get("task", config.model.task),
-        quant=model.get("quant", config.model.quant),
-    )

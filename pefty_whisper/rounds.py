@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pefty_whisper.evaluate import read_eval_results
-from pefty_whisper.workspace import Workspace, read_round_record
+from pefty_whisper.workspace import BASE_LABEL, Workspace
 
 
 @dataclass(frozen=True)
@@ -28,29 +28,27 @@ class RoundRow:
 def collect_rounds(workspace: Workspace) -> list[RoundRow]:
     """Every round that has an adapter, a merged model or an evaluation, in order."""
     evals = read_eval_results(workspace)
-    indices = {0} if "round0" in evals else set()
-    for folder in ("adapters", "merged"):
-        for directory in (workspace.root / folder).glob("round*"):
-            if directory.name.removeprefix("round").isdigit():
-                indices.add(int(directory.name.removeprefix("round")))
-    indices |= {int(k.removeprefix("round")) for k in evals if k.removeprefix("round").isdigit()}
-    return [_row(workspace, i, evals.get(f"round{i}", {})) for i in sorted(indices)]
+    indices = set(workspace.round_indices())
+    indices |= {i for i in map(workspace.label_round, evals) if i is not None}
+    return [_row(workspace, i, evals.get(workspace.round_label(i), {})) for i in sorted(indices)]
 
 
 def _row(workspace: Workspace, index: int, evals: dict[str, dict]) -> RoundRow:
-    adapter = read_round_record(workspace.adapter_dir(index)) or {}
-    merged = read_round_record(workspace.merged_dir(index))
-    train = (adapter.get("data") or {}).get("train") or {}
-    best = adapter.get("best_validation") or {}
+    adapter = workspace.round_record(index)
+    eval_cer = {name: summary["cer"] for name, summary in sorted(evals.items())}
+    merged = workspace.merge_finished(index)
+    if adapter is None:
+        zero_shot = workspace.round_label(index) == BASE_LABEL
+        return RoundRow(index, "(zero-shot)" if zero_shot else "", merged=merged, eval_cer=eval_cer)
     return RoundRow(
         round_index=index,
-        base=adapter.get("base", "(zero-shot)" if index == 0 else ""),
-        train_set=Path(train["path"]).stem if train.get("path") else "",
-        train_utterances=train.get("kept"),
-        steps=adapter.get("steps"),
-        best_valid_cer=best.get("cer"),
-        merged=merged is not None,
-        eval_cer={name: summary["cer"] for name, summary in sorted(evals.items())},
+        base=adapter.base,
+        train_set=adapter.data.train.name,
+        train_utterances=adapter.data.train.kept,
+        steps=adapter.steps,
+        best_valid_cer=adapter.best_validation.cer,
+        merged=merged,
+        eval_cer=eval_cer,
     )
 
 

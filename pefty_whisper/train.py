@@ -45,7 +45,13 @@ from pefty_whisper.model import (
     load_processor,
     resolve_model_dir,
 )
-from pefty_whisper.workspace import Workspace, read_round_record, write_round_record
+from pefty_whisper.workspace import (
+    DataRecord,
+    RoundData,
+    RoundRecord,
+    ValidationRecord,
+    Workspace,
+)
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, Seq2SeqTrainer
@@ -98,7 +104,7 @@ def default_round_plan(
     if round_index < 1:
         raise ConfigError(f"--round must be 1 or more; got {round_index}")
     if base is None:
-        base = config.model.base if round_index == 1 else f"merged/round{round_index - 1}"
+        base = config.model.base if round_index == 1 else workspace.merged_ref(round_index - 1)
     return RoundPlan(
         round_index=round_index,
         base=base,
@@ -343,7 +349,7 @@ class RoundTrainer:
             learning_rate=t.learning_rate,
             warmup_steps=t.warmup_steps,
             num_train_epochs=t.num_epochs,
-            max_steps=t.max_steps,
+            max_steps=t.max_steps if t.max_steps is not None else -1,  # -1: num_train_epochs
             eval_strategy="steps",
             eval_steps=t.eval_steps,
             save_strategy="steps",
@@ -427,7 +433,7 @@ class RoundTrainer:
     def _prepare_output_dir(self) -> str | None:
         """Refuse to clobber a finished round; find the checkpoint to resume from."""
         directory = self.adapter_dir
-        finished = read_round_record(directory) is not None
+        finished = RoundRecord.read(directory) is not None
         last = last_complete_checkpoint(directory / CHECKPOINTS)
         if finished and not self.plan.force:
             raise PeftyError(
@@ -484,41 +490,40 @@ class RoundTrainer:
             ),
             {},
         )
-        record = {
-            "round": self.plan.round_index,
-            "kind": "adapter",
-            "base": self.plan.base,
-            "base_dir": str(self.base_dir),
-            "base_hash": weights_hash(self.base_dir),
-            "data": {
-                "train": _data_record(self.train_manifest, self.train_filter),
-                "validation": _data_record(self.valid_manifest, self.valid_filter),
-            },
-            "quant": self.config.model.quant,
-            "deepspeed": self.config.train.deepspeed,
-            "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-            "steps": result.steps,
-            "resumed_from": self.resumed_from,
-            "train_loss": result.train_loss,
-            "best_validation": {
-                "step": result.best_step,
-                "cer": result.best_cer,
-                "cer_with_spaces": best_eval.get("eval_cer_with_spaces"),
-                "wer": best_eval.get("eval_wer"),
-                "loss": best_eval.get("eval_loss"),
-            },
-            "trainable_parameters": result.trainable_parameters,
-            "started": started_at,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "seconds": round(result.seconds, 1),
-            "versions": package_versions("bitsandbytes", "deepspeed", "accelerate"),
-            "config": config_to_dict(self.config),
-        }
+        record = RoundRecord(
+            round=self.plan.round_index,
+            base=self.plan.base,
+            base_dir=self.base_dir,
+            base_hash=weights_hash(self.base_dir),
+            data=RoundData(
+                train=_data_record(self.train_manifest, self.train_filter),
+                validation=_data_record(self.valid_manifest, self.valid_filter),
+            ),
+            quant=self.config.model.quant,
+            deepspeed=self.config.train.deepspeed,
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            steps=result.steps,
+            resumed_from=self.resumed_from,
+            train_loss=result.train_loss,
+            best_validation=ValidationRecord(
+                step=result.best_step,
+                cer=result.best_cer,
+                cer_with_spaces=best_eval.get("eval_cer_with_spaces"),
+                wer=best_eval.get("eval_wer"),
+                loss=best_eval.get("eval_loss"),
+            ),
+            trainable_parameters=result.trainable_parameters,
+            started=started_at,
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            seconds=round(result.seconds, 1),
+            versions=package_versions("bitsandbytes", "deepspeed", "accelerate"),
+            config=config_to_dict(self.config),
+        )
         atomic_write_text(
             self.adapter_dir / "log_history.json",
             json.dumps(trainer.state.log_history, indent=1) + "\n",
         )
-        write_round_record(self.adapter_dir, record)
+        record.write(self.adapter_dir)
 
 
 def _duration_grouped_trainer() -> type:
@@ -542,13 +547,13 @@ def _duration_grouped_trainer() -> type:
     return DurationGroupedTrainer
 
 
-def _data_record(manifest: Manifest, report: FilterReport) -> dict[str, Any]:
-    return {
-        "path": str(manifest.path),
-        "rows": len(manifest.utterances) + len(manifest.rejects),
-        "rejected_rows": len(manifest.rejects),
+def _data_record(manifest: Manifest, report: FilterReport) -> DataRecord:
+    return DataRecord(
+        path=manifest.path,
+        rows=len(manifest.utterances) + len(manifest.rejects),
+        rejected_rows=len(manifest.rejects),
         **report.as_dict(),
-    }
+    )
 
 
 def _last_logged(trainer: Seq2SeqTrainer, key: str) -> float | None:

@@ -29,10 +29,11 @@ except ImportError:  # run from a checkout without `pip install -e .`
 
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
 from pefty_whisper.data.prepare import prepare_kspon  # noqa: E402
-from pefty_whisper.demo import ensure_offline_base, ensure_sample_corpus  # noqa: E402
+from pefty_whisper.demo.base import ensure_offline_base  # noqa: E402
+from pefty_whisper.demo.pipeline import ensure_sample_corpus  # noqa: E402
 from pefty_whisper.evaluate import decode_utterances  # noqa: E402
+from pefty_whisper.inference import Transcriber, TranscriberOptions  # noqa: E402
 from pefty_whisper.metrics import score_corpus  # noqa: E402
-from pefty_whisper.transcribe import Transcriber, TranscriberOptions  # noqa: E402
 
 BATCH_SIZE = 8
 # (label, backend, ct2 quantization, context); the first is the baseline.

@@ -69,7 +69,7 @@ def peak_rss_mb() -> float:
 
 def run_worker(spec_path: Path) -> None:
     """Load one model, warm up, transcribe every file; write the figures as JSON."""
-    from pefty_whisper.transcribe import Transcriber, TranscriberOptions
+    from pefty_whisper.inference import Transcriber, TranscriberOptions
 
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     audios = [load_audio(p) for p in spec["paths"]]
@@ -124,7 +124,8 @@ def read_inputs(csv_path: Path | None, audio_dir: Path | None, limit: int) -> tu
 
 def offline_base(work: Path) -> Path:
     """The offline whisper-base as a transformers checkpoint (what `pefty demo` starts from)."""
-    from pefty_whisper.import_ct2 import assemble_offline_whisper_base, import_ct2
+    from pefty_whisper.demo.weights import assemble_offline_whisper_base
+    from pefty_whisper.export.import_ct2 import import_ct2
 
     out = work / "whisper-base"
     if not (out / "config.json").is_file():
@@ -138,7 +139,8 @@ def make_exports(
 ) -> dict[str, Any]:
     """Export the model once per format (reused on a rerun with the same --work)."""
     from pefty_whisper.export import export_ct2, export_onnx
-    from pefty_whisper.transcribe import TranscriberOptions
+    from pefty_whisper.inference import TranscriberOptions
+    from pefty_whisper.workspace import ExportRecord
 
     dirs: dict[str, Any] = {"torch-fp32": {"dir": str(model)}}
     options = TranscriberOptions(max_new_tokens=max_new_tokens)
@@ -152,13 +154,14 @@ def make_exports(
         if name not in jobs:
             continue
         out = work / name
-        if (out / "export.json").is_file():
-            record = json.loads((out / "export.json").read_text(encoding="utf-8"))
+        found = ExportRecord.read(out)
+        if found is not None:
+            record = found.to_dict()
             click.echo(f"reusing {out}")
         else:
             click.echo(f"exporting {name} -> {out}")
             jobs[name](out)
-            record = json.loads((out / "export.json").read_text(encoding="utf-8"))
+            record = ExportRecord.read(out).to_dict()
         dirs[name] = {"dir": str(out), "export_seconds": record["seconds"], "export": record}
     return dirs
 

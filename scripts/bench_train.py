@@ -309,7 +309,7 @@ def run_child(spec_path: Path) -> None:
 def prepare_data(workdir: Path) -> tuple[Path, Path]:
     """The sample corpus through `pefty prepare kspon`, once: round 1's train and test CSVs."""
     from pefty_whisper.data.prepare import prepare_kspon
-    from pefty_whisper.demo import ensure_sample_corpus
+    from pefty_whisper.demo.pipeline import ensure_sample_corpus
 
     workspace = Workspace.at(workdir)
     train_csv = workspace.round_manifest(1, "train")
@@ -515,7 +515,7 @@ def main(
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         if model is None:
-            from pefty_whisper.demo import ensure_offline_base
+            from pefty_whisper.demo.base import ensure_offline_base
 
             click.echo("[bench] offline whisper-base (imported and checked on the first run only)")
             model = ensure_offline_base(workdir)

@@ -16,10 +16,8 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pefty_whisper.data.sample_corpus import (  # noqa: E402
-    SampleCorpusSpec,
-    generate_sample_corpus,
-)
+from pefty_whisper.demo.corpus import generate_sample_corpus  # noqa: E402
+from pefty_whisper.demo.sentences import SampleCorpusSpec  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
 
 _DEFAULTS = SampleCorpusSpec()

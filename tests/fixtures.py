@@ -21,12 +21,11 @@ from transformers import (
     WhisperProcessor,
 )
 
-from pefty_whisper.import_ct2 import (
+from pefty_whisper.demo.weights import offline_base_ct2_files_available, offline_base_tokenizer_dir
+from pefty_whisper.whisper_files import (
     WhisperDims,
     build_generation_config,
     build_processor,
-    offline_base_ct2_files_available,
-    offline_base_tokenizer_dir,
     whisper_config,
     write_preprocessor_config,
 )
@@ -141,3 +140,16 @@ def tiny_whisper_config(**changes: int) -> WhisperConfig:
         max_source_positions=1500,
     )
     return WhisperConfig(**{**dims, **changes})
+
+
+def drop_generation_language(model_dir: Path) -> Path:
+    """Make a checkpoint's generation config name no language or task, as a hub base's does
+    (openai/whisper-small): decoding it unchanged would detect the language per utterance."""
+    import json
+
+    path = Path(model_dir) / "generation_config.json"
+    generation = json.loads(path.read_text(encoding="utf-8"))
+    generation.pop("language", None)
+    generation.pop("task", None)
+    path.write_text(json.dumps(generation, indent=2), encoding="utf-8")
+    return Path(model_dir)

@@ -25,6 +25,15 @@ COLUMNS = ("path", "sentence", "duration", "id", "raw")
 REQUIRED_COLUMNS = ("path", "sentence")
 
 
+def round_manifest_name(part: int, split: str) -> str:
+    """Round N trains and validates on KsponSpeech part N: `train_KsponSpeech_0N_{train,test}`.
+
+    The one spelling of the name: `pefty prepare` writes it, the workspace reads it (data/ cannot
+    import the workspace, which imports the config).
+    """
+    return f"train_KsponSpeech_{part:02d}_{split}"
+
+
 @dataclass(frozen=True)
 class Utterance:
     path: str  # absolute, or relative to the manifest's directory in the file

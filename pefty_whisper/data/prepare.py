@@ -25,6 +25,7 @@ from pefty_whisper.data.manifest import (
     Manifest,
     Reject,
     Utterance,
+    round_manifest_name,
     split_utterances,
     write_manifest,
     write_rejects,
@@ -115,8 +116,8 @@ def prepare_kspon(
         if group.startswith("part"):
             part = int(group.removeprefix("part"))
             train, test = split_utterances(utterances, data.test_ratio, data.split_seed + part)
-            _add_manifest(report, f"train_KsponSpeech_{part:02d}_train", train)
-            _add_manifest(report, f"train_KsponSpeech_{part:02d}_test", test)
+            _add_manifest(report, round_manifest_name(part, "train"), train)
+            _add_manifest(report, round_manifest_name(part, "test"), test)
         else:
             _add_manifest(report, group, utterances)
     _write_outputs(report)
@@ -161,6 +162,39 @@ def prepare_csv(
     """A user's CSV (path/audio/file + sentence/text/transcript columns) -> data/NAME.csv."""
     entries = _entries_from_csv(Path(src), name)
     return _prepare_named(entries, out_dir, name, data, normalize, split, track)
+
+
+def prepare_hf(
+    source: str,
+    out_dir: Path,
+    name: str,
+    data: DataSection,
+    normalize: NormalizeMode,
+    audio_dir: Path,
+    dataset_split: str | None = None,
+    config_name: str | None = None,
+    audio_column: str | None = None,
+    text_column: str | None = None,
+    holdout: bool = False,
+    track: Track = no_progress,
+) -> PrepareReport:
+    """A Hugging Face `datasets` corpus -> data/NAME.csv (see data/hf.py for what it reads).
+
+    Audio a row holds as bytes is written into `audio_dir`; `holdout` splits NAME_train/NAME_test.
+    """
+    from pefty_whisper.data import hf
+
+    dataset = hf.load_hf_dataset(source, dataset_split, config_name)
+    audio = hf.audio_column(dataset, audio_column)
+    text = hf.text_column(dataset, text_column)
+    logger.info("%s: %d rows, audio from %r, text from %r", source, len(dataset), audio, text)
+    entries = [
+        Entry(source, row.index + 1, row.audio or Path(""), row.text, name, row.error)
+        for row in hf.hf_rows(dataset, audio, text, audio_dir)
+    ]
+    if not entries:
+        raise DataError(f"{source}: the dataset has no rows")
+    return _prepare_named(entries, out_dir, name, data, normalize, holdout, track)
 
 
 def _prepare_named(

@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 
 from pefty_whisper.cli import main
 
+pytest.importorskip("ctranslate2", reason="pip install 'pefty-whisper[export]'")
+
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 

@@ -13,22 +13,25 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime
 import pytest
 import soundfile
 from fixtures import clip, save_tiny_whisper
 
 from pefty_whisper.errors import ConfigError, ModelError
 from pefty_whisper.export import (
-    EXPORT_RECORD,
     default_export_name,
     export_ct2,
     export_onnx,
 )
+from pefty_whisper.export.ct2_file import Ct2ModelFile
 from pefty_whisper.files import weights_hash
-from pefty_whisper.import_ct2 import Ct2ModelFile
-from pefty_whisper.transcribe import Transcriber, TranscriberOptions
+from pefty_whisper.inference import Transcriber, TranscriberOptions
+from pefty_whisper.workspace import ExportRecord
+
+EXTRA = "pip install 'pefty-whisper[export]'"
+pytest.importorskip("ctranslate2", reason=EXTRA)
+onnx = pytest.importorskip("onnx", reason=EXTRA)
+onnxruntime = pytest.importorskip("onnxruntime", reason=EXTRA)
 
 RATE = 16_000
 MAX_NEW_TOKENS = 12
@@ -65,7 +68,7 @@ def onnx_float32(tiny: Path, probe: list[np.ndarray], tmp_path_factory: pytest.T
 
 
 def record(export_dir: Path) -> dict:
-    return json.loads((export_dir / EXPORT_RECORD).read_text(encoding="utf-8"))
+    return ExportRecord.read(export_dir).to_dict()
 
 
 def test_ct2_float32_export_decodes_exactly_like_torch(
@@ -85,7 +88,7 @@ def test_ct2_float32_export_decodes_exactly_like_torch(
 
 
 def test_ct2_export_loads_in_faster_whisper(ct2_float32, tmp_path: Path) -> None:
-    from faster_whisper import WhisperModel
+    WhisperModel = pytest.importorskip("faster_whisper", reason=EXTRA).WhisperModel
 
     wav = tmp_path / "probe.wav"
     soundfile.write(wav, clip(3.0, 200, 5), RATE, subtype="PCM_16")

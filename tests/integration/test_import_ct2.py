@@ -21,24 +21,22 @@ import torch
 from fixtures import save_tiny_whisper, whisper_processor
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
-from pefty_whisper.errors import ModelError
-from pefty_whisper.import_ct2 import (
-    Ct2ModelFile,
+from pefty_whisper.demo.weights import (
     assemble_offline_whisper_base,
-    import_ct2,
     offline_base_ct2_files_available,
     offline_base_tokenizer_dir,
-    read_ct2_config,
-    whisper_language_ids,
-    whisper_suppress_tokens,
 )
+from pefty_whisper.errors import ModelError
+from pefty_whisper.export.ct2_file import Ct2ModelFile
+from pefty_whisper.export.import_ct2 import import_ct2, read_ct2_config
+from pefty_whisper.whisper_files import whisper_language_ids, whisper_suppress_tokens
 
 KOREAN = "안녕하세요 오늘 날씨가 정말 좋네요"
 
 
 def convert_to_ct2(model_dir: Path, out_dir: Path, quantization: str) -> Path:
-    """The real CTranslate2 converter, as a user would run it."""
-    import ctranslate2
+    """The real CTranslate2 converter, as a user would run it (skips without the extra)."""
+    ctranslate2 = pytest.importorskip("ctranslate2", reason="pip install 'pefty-whisper[export]'")
 
     converter = ctranslate2.converters.TransformersConverter(
         str(model_dir), copy_files=["tokenizer.json", "preprocessor_config.json"]

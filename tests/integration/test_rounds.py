@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from fixtures import save_tiny_whisper
+from fixtures import drop_generation_language, save_tiny_whisper
 from safetensors.torch import load_file, save_file
-from test_train import SENTENCES, make_workspace, subprocess_env, write_manifest
+from workspaces import SENTENCES, make_workspace, subprocess_env, write_manifest
 
 from pefty_whisper.cli import main
+from pefty_whisper.workspace import MergeRecord, RoundRecord, Workspace
 
 SHORT_ROUND = ["-o", "train.max_steps=2", "-o", "train.eval_steps=2"]
 
@@ -95,6 +96,14 @@ def test_round_2_trains_on_merged_round_1_with_its_hash(two_rounds):
     assert round2["base"] == "merged/round1"
     assert round2["base_hash"] == merged1["weights_hash"]
     assert (work / "merged" / "round2" / "model.safetensors").is_file()
+    # The same lineage through the typed records and the workspace's lookups.
+    workspace = Workspace.at(work)
+    record = RoundRecord.read(workspace.adapter_dir(2))
+    assert record is not None and record.base == workspace.merged_ref(1) == "merged/round1"
+    assert record.base_hash == workspace.merge_record(1).weights_hash
+    assert record.data.train.name == "train_KsponSpeech_02_train"
+    assert workspace.round_indices() == [1, 2] and workspace.latest_merged_round() == 2
+    assert workspace.latest_adapter_round() == 2
 
 
 def test_evaluate_writes_summary_and_per_utterance_tsv(two_rounds):
@@ -221,3 +230,28 @@ def test_evaluate_missing_set_is_a_clear_error(two_rounds):
     result = CliRunner().invoke(main, ["evaluate", "--set", "nope", "--workdir", str(work)])
     assert result.exit_code == 1
     assert "nope.csv: manifest not found" in result.output
+
+
+def test_evaluating_an_adapter_of_a_hub_like_base_decodes_korean(tmp_path):
+    """A hub base's generation config names no language. Evaluating its adapter goes through
+    merge's one path, which writes the round's language (ko) into the merged checkpoint, so the
+    evaluation decodes Korean instead of detecting a language per utterance."""
+    base = drop_generation_language(save_tiny_whisper(tmp_path / "hub_like_base", seed=3))
+    assert "language" not in json.loads((base / "generation_config.json").read_text())
+    work = make_workspace(tmp_path / "work")
+    audio = sorted((work / "audio").glob("*.pcm"))
+    write_manifest(work / "data" / "eval_clean.csv", [(str(audio[0]), SENTENCES[0])])
+    ws = ["--workdir", str(work)]
+    invoke("train", "--round", "1", "--base", str(base), *ws, *SHORT_ROUND)
+    invoke("evaluate", "--set", "eval_clean", "--model", "adapters/round1", *ws)
+    summary = json.loads((work / "eval" / "round1-adapter" / "eval_clean.json").read_text())
+    assert summary["language"] == "ko"
+    assert summary["model"] == str(work / "adapters" / "round1")
+    # The temporary merged checkpoint is gone; `pefty merge` writes the same language.
+    assert not list(work.glob("pefty-eval-*"))
+    invoke("merge", "--round", "1", *ws)
+    generation = json.loads((work / "merged" / "round1" / "generation_config.json").read_text())
+    assert generation["language"] in ("ko", "korean") and generation["task"] == "transcribe"
+    merged = MergeRecord.read(work / "merged" / "round1")
+    assert merged is not None and merged.base == str(base)
+    assert merged.merge_check.max_abs_logit_diff <= merged.merge_check.tolerance

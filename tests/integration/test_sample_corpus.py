@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pefty_whisper.data import sample_corpus
-from pefty_whisper.data.sample_corpus import (
+from pefty_whisper.demo import sentences, speech
+from pefty_whisper.demo.corpus import generate_sample_corpus
+from pefty_whisper.demo.sentences import (
     FILLERS,
     NOISE_TAGS,
     SampleCorpusSpec,
-    generate_sample_corpus,
     sentence_pools,
     spelling_text,
 )
@@ -106,7 +106,7 @@ def test_transcripts_use_etri_notation(corpus: Path) -> None:
     assert any(DUAL.search(t) for t in transcripts)
     assert any(token[:-1] in FILLERS and token.endswith("/") for token in tokens)
     assert any(token in NOISE_TAGS for token in tokens)
-    assert not any(re.search(r"[0-9A-Za-z]", sample_corpus.spoken_text(t)) for t in transcripts)
+    assert not any(re.search(r"[0-9A-Za-z]", sentences.spoken_text(t)) for t in transcripts)
 
 
 @needs_espeak
@@ -156,7 +156,7 @@ def test_cli_prints_summary(tmp_path: Path) -> None:
 
 
 def test_missing_espeak_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(sample_corpus.shutil, "which", lambda name: None)
+    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get install espeak-ng"):
         generate_sample_corpus(tmp_path / "c", SMALL)
 
@@ -190,9 +190,9 @@ def test_pools_are_reproducible_and_eval_is_stable_across_train_sizes() -> None:
 
 
 def test_numbers_read_in_korean() -> None:
-    assert sample_corpus.sino_korean(2019) == "이천십구"
-    assert sample_corpus.sino_korean(15000) == "만 오천"
-    assert sample_corpus.sino_korean(1995) == "천구백구십오"
-    assert sample_corpus.native_korean(3) == "세"
-    assert sample_corpus.native_korean(20) == "스무"
-    assert sample_corpus.native_korean(25) == "스물다섯"
+    assert sentences.sino_korean(2019) == "이천십구"
+    assert sentences.sino_korean(15000) == "만 오천"
+    assert sentences.sino_korean(1995) == "천구백구십오"
+    assert sentences.native_korean(3) == "세"
+    assert sentences.native_korean(20) == "스무"
+    assert sentences.native_korean(25) == "스물다섯"

@@ -3,7 +3,6 @@ the CPU (gloo), one and two processes, kill -9 and --resume, and the refusals.""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -12,71 +11,26 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 from click.testing import CliRunner
 from fixtures import save_tiny_whisper
 from transformers import WhisperFeatureExtractor, WhisperProcessor
+from workspaces import (
+    cli_command,
+    logged,
+    make_workspace,
+    subprocess_env,
+    write_audio,
+    write_manifest,
+)
 
 from pefty_whisper.cli import main
-
-RATE = 16_000
-SENTENCES = ["안녕하세요 반갑습니다", "오늘 날씨가 좋네요", "세 시에 만나요", "KBS 뉴스를 봤어요"]
-FAST_TRAINING = {
-    "train": {
-        "max_steps": 8,
-        "eval_steps": 4,
-        "logging_steps": 1,
-        "batch_size": 4,
-        "learning_rate": 0.01,
-        "warmup_steps": 0,
-        "max_eval_samples": 4,
-    },
-    "decode": {"batch_size": 4, "max_new_tokens": 12},
-    "data": {"num_workers": 0},
-    "lora": {"r": 8, "alpha": 16},
-}
-
-
-def write_audio(path: Path, seed: int, seconds: float = 1.0) -> None:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(RATE * seconds)) / RATE
-    tone = np.sin(2 * np.pi * (200 + 50 * seed) * t) + 0.1 * rng.standard_normal(len(t))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes((6000 * tone).astype("<i2").tobytes())
-
-
-def write_manifest(path: Path, rows: list[tuple[str, str]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "sentence"])
-        writer.writerows(rows)
+from pefty_whisper.workspace import RoundRecord
 
 
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
     return save_tiny_whisper(tmp_path_factory.mktemp("base") / "tiny")
-
-
-def make_workspace(root: Path, repeats: int = 1, extra_rows: tuple = ()) -> Path:
-    """Four utterances (optionally repeated): one small batch the model can overfit."""
-    audio = [root / "audio" / f"u{i}.pcm" for i in range(len(SENTENCES))]
-    for i, path in enumerate(audio):
-        write_audio(path, i)
-    rows = [(str(p), s) for p, s in zip(audio, SENTENCES, strict=True)]
-    write_manifest(
-        root / "data" / "train_KsponSpeech_01_train.csv", rows * repeats + list(extra_rows)
-    )
-    write_manifest(root / "data" / "train_KsponSpeech_01_test.csv", rows)
-    (root / "pefty.yaml").write_text(yaml.safe_dump(FAST_TRAINING), encoding="utf-8")
-    return root
-
-
-def logged(adapter_dir: Path, key: str) -> list[float]:
-    history = json.loads((adapter_dir / "log_history.json").read_text())
-    return [entry[key] for entry in history if key in entry]
 
 
 def test_8bit_zero2_round_trains_and_writes_lineage(tiny_base, tmp_path):
@@ -116,6 +70,9 @@ def test_8bit_zero2_round_trains_and_writes_lineage(tiny_base, tmp_path):
     assert record["data"]["train"]["kept"] == 4
     assert record["best_validation"]["cer"] == min(logged(adapter, "eval_cer"))
     assert record["versions"]["deepspeed"]
+    typed = RoundRecord.read(adapter)
+    assert typed is not None and typed.data.train.kept == 4 and typed.steps == 8
+    assert typed.best_validation.cer == record["best_validation"]["cer"]
     assert (adapter / "config.yaml").is_file()
     assert list((adapter / "logs").iterdir()), "TensorBoard logs missing"
 
@@ -199,17 +156,6 @@ def test_missing_manifest_and_adapter_as_base_are_clear_errors(tiny_base, tmp_pa
     )
     assert result.exit_code == 1
     assert "holds a LoRA adapter, not a model: run `pefty merge` first" in result.output
-
-
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "pefty_whisper.cli", *args]
-
-
-def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(name, None)
-    return env
 
 
 def test_two_process_zero2_logs_the_same_loss_as_one_process(tiny_base, tmp_path):

@@ -7,7 +7,6 @@ whisper-base (offline packages) checks that the path transcribes actual speech.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 from dataclasses import replace
@@ -19,18 +18,23 @@ import soundfile
 from fixtures import clip, save_tiny_whisper
 
 from pefty_whisper.data.audio import load_audio
-from pefty_whisper.errors import ConfigError, DataError, ModelError
-from pefty_whisper.export import export_ct2, export_onnx
-from pefty_whisper.import_ct2 import (
+from pefty_whisper.demo.weights import (
     assemble_offline_whisper_base,
-    import_ct2,
     offline_base_ct2_files_available,
 )
-from pefty_whisper.transcribe import (
+from pefty_whisper.errors import ConfigError, DataError, ModelError
+from pefty_whisper.export import export_ct2, export_onnx
+from pefty_whisper.export.import_ct2 import import_ct2
+from pefty_whisper.inference import (
     Transcriber,
     TranscriberOptions,
     detect_backend,
 )
+from pefty_whisper.workspace import ExportRecord
+
+# Every backend is compared here: CTranslate2 and onnxruntime come with the [export] extra.
+pytest.importorskip("ctranslate2", reason="pip install 'pefty-whisper[export]'")
+pytest.importorskip("onnxruntime", reason="pip install 'pefty-whisper[export]'")
 
 RATE = 16_000
 MAX_NEW_TOKENS = 10
@@ -231,7 +235,7 @@ def test_real_whisper_base_transcribes_speech_with_torch_and_ct2_int8(
         probe_options=options,
     )
     # The export's probe decoded the speech with PyTorch and with the int8 export.
-    probe = json.loads((report.out_dir / "export.json").read_text())["probe"]
+    probe = ExportRecord.read(report.out_dir).to_dict()["probe"]
     assert "hello world" in probe["torch"][0].lower(), probe["torch"]
     assert "hello world" in probe["exported"][0].lower(), probe["exported"]
     # And through the file API, as `pefty transcribe` would.

@@ -1,6 +1,13 @@
 import pytest
 
-from pefty_whisper.config import Config, dump_config, load_config
+from pefty_whisper.config import (
+    Config,
+    all_keys,
+    config_reference,
+    dump_config,
+    field_docs,
+    load_config,
+)
 from pefty_whisper.errors import ConfigError
 
 
@@ -85,3 +92,82 @@ def test_context_step_must_be_a_positive_number_of_seconds() -> None:
     with pytest.raises(ConfigError, match=r"'model.context_step_s' must be between 0 and 30"):
         load_config(overrides=["model.context_step_s=0"])
     assert load_config(overrides=["model.context=auto"]).model.context == "auto"
+
+
+def test_every_error_of_a_file_is_reported_at_once(tmp_path):
+    path = tmp_path / "pefty.yaml"
+    path.write_text(
+        "train:\n  learnig_rate: 1.0e-3\n  batch_size: eight\n"
+        "model:\n  quant: 8-bit\n  lenguage: ko\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    lines = str(error.value).splitlines()
+    assert lines[0] == f"4 config errors in {path}:"
+    assert len(lines) == 5
+    text = str(error.value)
+    assert "'train.learnig_rate'. Did you mean 'train.learning_rate'?" in text
+    assert "'model.lenguage'. Did you mean 'model.language'?" in text
+    assert "'train.batch_size' must be an integer" in text
+    assert "'model.quant' must be one of 8bit, 4bit, none" in text
+
+
+def test_errors_of_the_file_and_the_overrides_are_reported_together(tmp_path):
+    path = tmp_path / "pefty.yaml"
+    path.write_text("trian:\n  batch_size: 4\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["model.context_step_s=0", "train.seed=x"])
+    lines = str(error.value).splitlines()
+    assert lines[0] == "3 config errors:"
+    assert any("'trian'" in line for line in lines[1:])
+    assert any("'model.context_step_s' must be between 0 and 30" in line for line in lines[1:])
+    assert any("'train.seed' must be an integer" in line for line in lines[1:])
+
+
+def test_max_steps_is_null_unless_set_and_never_minus_one(tmp_path):
+    assert load_config().train.max_steps is None
+    assert load_config(None, ["train.max_steps=null"]).train.max_steps is None
+    assert load_config(None, ["train.max_steps=12"]).train.max_steps == 12
+    path = tmp_path / "pefty.yaml"
+    path.write_text("train:\n  max_steps: -1\n")
+    positive = r"'train.max_steps' must be a positive integer or null \(use num_epochs\); got -1"
+    with pytest.raises(ConfigError, match=positive):
+        load_config(path)
+    with pytest.raises(ConfigError, match="'train.max_steps' must be an integer"):
+        load_config(None, ["train.max_steps=many"])
+    # The default (null) survives the dump written beside every adapter.
+    dump_config(load_config(), tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml").train.max_steps is None
+
+
+def test_every_field_has_a_docstring_and_the_reference_names_every_key():
+    import dataclasses
+    import typing
+
+    for section in dataclasses.fields(Config):
+        section_type = typing.get_type_hints(Config)[section.name]
+        docs = field_docs(section_type)
+        for field in dataclasses.fields(section_type):
+            assert docs.get(field.name, "").strip(), f"{section.name}.{field.name}: no docstring"
+    reference = config_reference()
+    for key in all_keys():
+        assert f"  {key}: " in reference, key
+    assert "  train.max_steps: int or null = null" in reference
+    assert "  model.quant: 8bit | 4bit | none = 8bit" in reference
+    assert "  lora.target_modules: list of strings = [q_proj, k_proj" in reference
+
+
+def test_pefty_config_prints_the_reference_and_lists_every_bad_key(tmp_path):
+    from click.testing import CliRunner
+
+    from pefty_whisper.cli import main
+
+    result = CliRunner().invoke(main, ["config", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.output == config_reference()
+    (tmp_path / "pefty.yaml").write_text("train:\n  max_steps: -1\n  batch_sise: 4\n")
+    result = CliRunner().invoke(main, ["config", "--workdir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "2 config errors in" in result.output and "Traceback" not in result.output
+    assert "'train.max_steps' must be a positive integer" in result.output
+    assert "Did you mean 'train.batch_size'?" in result.output

@@ -1,23 +1,15 @@
-"""Deployment exports of a merged Whisper: CTranslate2 (faster-whisper) and ONNX (Optimum's layout).
-
-Every export is checked before it is published: a probe set is decoded by the export and by the
-PyTorch model it came from, through the same `Transcriber`, and the agreement is written into
-`export.json` beside the model. Outputs are written to a temporary directory and renamed into
-place, so a killed export never leaves a directory that looks finished.
-"""
+"""ONNX export: encoder and decoder graphs in Optimum's layout, float32 or int8, for onnxruntime,
+with the graphs' own parity figures (encoder output and decoder logits against PyTorch)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import re
 import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,145 +17,31 @@ import numpy as np
 import torch
 
 from pefty_whisper.data.audio import SAMPLE_RATE
-from pefty_whisper.errors import ConfigError, DataError, ModelError
-from pefty_whisper.files import atomic_directory, atomic_write_text, package_versions, weights_hash
-from pefty_whisper.import_ct2 import write_preprocessor_config
-from pefty_whisper.metrics import score_corpus
-from pefty_whisper.transcribe import (
+from pefty_whisper.errors import ConfigError, ModelError
+from pefty_whisper.export.common import check_source, require_export_extra, write_processor_files
+from pefty_whisper.export.parity import (
+    ExportReport,
+    compare_with_torch,
+    probe_or_default,
+    write_export_record,
+)
+from pefty_whisper.files import atomic_directory
+from pefty_whisper.inference import TranscriberOptions
+from pefty_whisper.inference.model_dir import (
     ONNX_DECODER,
     ONNX_DECODER_WITH_PAST,
     ONNX_ENCODER,
-    Transcriber,
-    TranscriberOptions,
-    detect_backend,
     load_feature_extractor,
 )
-from pefty_whisper.workspace import read_round_record
 
 if TYPE_CHECKING:
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
+__all__ = ["OnnxExporter", "export_onnx", "export_onnx_graphs", "quantize_onnx_graphs"]
+
 logger = logging.getLogger(__name__)
 
-EXPORT_RECORD = "export.json"
-CT2_QUANTIZATIONS = (
-    "int8",
-    "int8_float32",
-    "int8_float16",
-    "int8_bfloat16",
-    "int16",
-    "float16",
-    "bfloat16",
-    "float32",
-)
 OnnxExporter = Literal["dynamo", "torchscript"]
-# Short, fixed Korean sentences for the probe when espeak-ng is installed.
-PROBE_SENTENCES = (
-    "안녕하세요 오늘 날씨가 정말 좋네요",
-    "내일 오후 세 시에 회의가 있습니다",
-    "이 모델은 한국어 음성을 받아 적습니다",
-)
-
-
-@dataclass(frozen=True)
-class ExportReport:
-    """What an export wrote and how closely it agrees with PyTorch on the probe."""
-
-    out_dir: Path
-    format: str  # "ct2" or "onnx"
-    quantization: str | None  # ct2: its quantization; onnx: "int8" or None (float32)
-    probe_utterances: int
-    identical_transcripts: int
-    # CER in points of the exported transcripts scored against the PyTorch transcripts:
-    # 0.0 when every transcript is the same.
-    cer_difference: float | None
-    max_abs_logit_diff: float | None  # onnx decoder logits vs PyTorch, where measured
-    seconds: float
-    max_abs_encoder_diff: float | None = None  # onnx encoder output vs PyTorch
-
-
-def default_export_name(model_dir: Path, fmt: str, quantization: str | None) -> str:
-    """`merged/round5` + ct2 + int8 -> `round5-ct2-int8`: the folder under exports/."""
-    stem = Path(model_dir).resolve().name or "model"
-    parts = [stem, fmt] + ([quantization] if quantization else [])
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
-
-
-# --------------------------------------------------------------------------------------------
-# CTranslate2
-# --------------------------------------------------------------------------------------------
-
-
-def export_ct2(
-    model_dir: Path,
-    out_dir: Path,
-    quantization: str = "int8",
-    probe_audio: Sequence[np.ndarray] | None = None,
-    force: bool = False,
-    probe_options: TranscriberOptions | None = None,
-) -> ExportReport:
-    """A CTranslate2 model directory that faster-whisper and `ctranslate2.models.Whisper` load.
-
-    Beside model.bin it holds the tokenizer, preprocessor_config.json (which CTranslate2 and
-    faster-whisper read; transformers 5 no longer writes it) and the generation config, whose
-    language and task the Transcriber uses for the prompt.
-    """
-    import ctranslate2
-
-    started = time.perf_counter()
-    model_dir, out_dir = Path(model_dir), Path(out_dir)
-    if quantization not in CT2_QUANTIZATIONS:
-        raise ConfigError(
-            f"unknown CTranslate2 quantization {quantization!r}: use one of "
-            f"{', '.join(CT2_QUANTIZATIONS)}"
-        )
-    config = _check_source(model_dir, out_dir, force)
-    probe, probe_kind = _probe_or_default(probe_audio)
-    options = probe_options or TranscriberOptions()
-    with atomic_directory(out_dir, force=force) as tmp:
-        logger.info("converting %s to CTranslate2 (%s)", model_dir, quantization)
-        converter = ctranslate2.converters.TransformersConverter(str(model_dir))
-        converter.convert(str(tmp), quantization=quantization, force=True)
-        _write_processor_files(model_dir, tmp)
-        exported = replace(
-            options,
-            backend="ct2",
-            compute_type=_probe_compute_type(quantization, options.device),
-        )
-        lossless = exported.compute_type == "float32"
-        check = _compare_with_torch(model_dir, tmp, probe, options, exported, lossless)
-        report = _finish(
-            tmp, out_dir, "ct2", quantization, model_dir, config, check, probe_kind, started
-        )
-    logger.info("CTranslate2 export written to %s", out_dir)
-    return report
-
-
-def _probe_compute_type(quantization: str, device: str) -> str:
-    """The compute type the probe decodes an export with: its own, where the device has it.
-
-    On the CPU, CTranslate2 has no float16/bfloat16 kernels: those exports are probed in float32,
-    int8 mixtures in plain int8.
-    """
-    on_cpu = device == "cpu" or (device == "auto" and not _ct2_has_cuda())
-    if not on_cpu:
-        return quantization
-    if quantization.startswith("int8"):
-        return "int8"
-    if quantization in ("float16", "bfloat16"):
-        return "float32"
-    return quantization
-
-
-def _ct2_has_cuda() -> bool:
-    import ctranslate2
-
-    return ctranslate2.get_cuda_device_count() > 0
-
-
-# --------------------------------------------------------------------------------------------
-# ONNX
-# --------------------------------------------------------------------------------------------
 
 
 def export_onnx(
@@ -189,9 +67,15 @@ def export_onnx(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if exporter not in ("dynamo", "torchscript"):
         raise ConfigError(f"unknown ONNX exporter {exporter!r}: use dynamo or torchscript")
-    config = _check_source(model_dir, out_dir, force)
-    probe, probe_kind = _probe_or_default(probe_audio)
-    options = probe_options or TranscriberOptions()
+    needed = (
+        ("onnx", "onnxruntime", "onnxscript") if exporter == "dynamo" else ("onnx", "onnxruntime")
+    )
+    require_export_extra(*needed, purpose="an ONNX export")
+    config = check_source(model_dir, out_dir, force)
+    probe, probe_kind = probe_or_default(probe_audio)
+    # The ONNX encoder takes 30 s inputs only, so PyTorch is probed at the full context too:
+    # otherwise the check would compare two different inputs.
+    options = replace(probe_options or TranscriberOptions(), context="full")
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     feature_extractor = load_feature_extractor(model_dir)
     frames = int(feature_extractor.nb_max_frames)
@@ -210,12 +94,12 @@ def export_onnx(
         if quantize_int8:
             quantize_onnx_graphs(graphs, tmp)
             shutil.rmtree(graphs)
-        _write_processor_files(model_dir, tmp, copy_model_config=True)
+        write_processor_files(model_dir, tmp, copy_model_config=True)
         exported = replace(options, backend="onnx", compute_type="auto")
-        check = _compare_with_torch(model_dir, tmp, probe, options, exported, not quantize_int8)
+        check = compare_with_torch(model_dir, tmp, probe, options, exported, not quantize_int8)
         check.update(_onnx_logit_parity(model, tmp, probe, check, feature_extractor))
         check["exporter"] = exporter
-        report = _finish(
+        report = write_export_record(
             tmp, out_dir, "onnx", quantization, model_dir, config, check, probe_kind, started
         )
     logger.info("ONNX export written to %s", out_dir)
@@ -547,198 +431,3 @@ def _onnx_logit_parity(
         encoder_diff = max(encoder_diff, float(np.abs(hidden - expected_hidden.numpy()).max()))
         logit_diff = max(logit_diff, float(np.abs(logits - expected.numpy()).max()))
     return {"encoder_max_abs_diff": encoder_diff, "decoder_max_abs_logit_diff": logit_diff}
-
-
-# --------------------------------------------------------------------------------------------
-# Shared: source checks, processor files, probe, parity record
-# --------------------------------------------------------------------------------------------
-
-
-def _check_source(model_dir: Path, out_dir: Path, force: bool) -> dict[str, Any]:
-    """Refuse what cannot be exported, before any work; returns the model's config.json."""
-    backend = detect_backend(model_dir)  # adapter and non-model dirs fail here, with the way out
-    if backend != "torch":
-        raise ModelError(
-            f"{model_dir} is already a {backend} export: export from the merged transformers "
-            "model it came from (merged/roundN)"
-        )
-    config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    if config.get("model_type") != "whisper":
-        raise ModelError(
-            f"{model_dir} holds a {config.get('model_type', 'unknown')!r} model, not Whisper"
-        )
-    if out_dir.exists() and not force:  # say so before minutes of work, not after
-        raise ModelError(f"{out_dir} already exists: pass --force to replace it")
-    if out_dir.resolve() == model_dir.resolve():
-        raise ModelError(f"{out_dir}: an export cannot replace the model it is made from")
-    return config
-
-
-def _write_processor_files(model_dir: Path, out_dir: Path, copy_model_config: bool = False) -> None:
-    """Tokenizer, processor and generation config beside the exported weights.
-
-    preprocessor_config.json is what CTranslate2 and faster-whisper read; generation_config.json
-    carries the language and task the Transcriber puts in the prompt. A CTranslate2 directory
-    keeps its own config.json, so the transformers one is copied for ONNX only.
-    """
-    from transformers import WhisperProcessor, WhisperTokenizer
-
-    extractor = load_feature_extractor(model_dir)
-    tokenizer = WhisperTokenizer.from_pretrained(model_dir)
-    WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(out_dir)
-    write_preprocessor_config(out_dir, extractor)
-    names = ["generation_config.json"] + (["config.json"] if copy_model_config else [])
-    for name in names:
-        if (model_dir / name).is_file():
-            shutil.copyfile(model_dir / name, out_dir / name)
-
-
-def _probe_or_default(
-    probe_audio: Sequence[np.ndarray] | None,
-) -> tuple[list[np.ndarray], str]:
-    if probe_audio is not None:
-        probe = [np.asarray(a, dtype=np.float32) for a in probe_audio]
-        if not probe:
-            raise DataError("probe_audio is empty: pass at least one waveform, or None")
-        return probe, "given"
-    return synthesize_probe()
-
-
-def synthesize_probe() -> tuple[list[np.ndarray], str]:
-    """A small deterministic probe: espeak-ng Korean sentences if installed, else tones."""
-    if shutil.which("espeak-ng"):
-        from pefty_whisper.data.sample_corpus import Voice, synthesize
-
-        try:
-            return [synthesize(s, Voice("ko", 150, 50)) for s in PROBE_SENTENCES], "espeak-ng"
-        except DataError as exc:
-            logger.warning("espeak-ng probe failed (%s); probing with tones", exc)
-    return _tone_probe(), "tones"
-
-
-def _tone_probe() -> list[np.ndarray]:
-    # Vowel-like harmonic tones with a gliding pitch and a little noise, 1.5 to 4.5 s long.
-    rng = np.random.default_rng(0)
-    clips = []
-    for seconds, pitch in ((1.5, 120.0), (3.0, 180.0), (4.5, 240.0)):
-        t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-        phase = 2 * np.pi * np.cumsum(pitch * (1 + 0.1 * np.sin(2 * np.pi * 2 * t))) / SAMPLE_RATE
-        voice = sum(np.sin(k * phase) / k for k in range(1, 6))
-        clip = 0.1 * voice * np.hanning(len(t)) + 0.005 * rng.standard_normal(len(t))
-        clips.append(clip.astype(np.float32))
-    return clips
-
-
-def _compare_with_torch(
-    model_dir: Path,
-    export_dir: Path,
-    probe: list[np.ndarray],
-    torch_options: TranscriberOptions,
-    export_options: TranscriberOptions,
-    lossless: bool,
-) -> dict[str, Any]:
-    """Decode the probe with PyTorch and with the export, through the same Transcriber code."""
-    reference = Transcriber(model_dir, replace(torch_options, backend="torch", compute_type="auto"))
-    torch_tokens = reference.transcribe_tokens(probe)
-    torch_texts = [reference.detokenize(t) for t in torch_tokens]
-    # Without a configured language the prompt is only for the logit check: any language will do.
-    prompt = reference.prompt_ids(reference.language or "en")
-    del reference
-    exported = Transcriber(export_dir, export_options)
-    export_tokens = exported.transcribe_tokens(probe)
-    export_texts = [exported.detokenize(t) for t in export_tokens]
-    identical = sum(a == b for a, b in zip(torch_texts, export_texts, strict=True))
-    cer = score_corpus(torch_texts, export_texts).cer
-    if identical < len(probe):
-        # Expected of a quantized export; a float32 export should match PyTorch exactly.
-        (logger.warning if lossless else logger.info)(
-            "export differs from PyTorch on %d of %d probe utterances (CER %.2f vs PyTorch)",
-            len(probe) - identical,
-            len(probe),
-            cer,
-        )
-    return {
-        "prompt": prompt,
-        "language": exported.language,
-        "compute_type": export_options.compute_type,
-        "max_new_tokens": torch_options.max_new_tokens,
-        "torch_tokens": torch_tokens,
-        "torch": torch_texts,
-        "exported": export_texts,
-        "identical_transcripts": identical,
-        "identical_tokens": sum(a == b for a, b in zip(torch_tokens, export_tokens, strict=True)),
-        "cer_difference": cer,
-    }
-
-
-def _finish(
-    tmp: Path,
-    out_dir: Path,
-    fmt: str,
-    quantization: str | None,
-    model_dir: Path,
-    config: dict[str, Any],
-    check: dict[str, Any],
-    probe_kind: str,
-    started: float,
-) -> ExportReport:
-    """Write export.json (the parity record) into the export and build the report."""
-    seconds = time.perf_counter() - started
-    lineage = read_round_record(model_dir) or {}
-    record = {
-        "format": fmt,
-        "quantization": quantization,
-        "source": str(model_dir.resolve()),
-        "source_weights": weights_hash(model_dir),
-        "source_round": lineage.get("round"),
-        "language": check["language"],
-        "task": _generation_task(model_dir),
-        "n_mels": config.get("num_mel_bins"),
-        "probe": {
-            "kind": probe_kind,
-            "utterances": len(check["torch"]),
-            "max_new_tokens": check["max_new_tokens"],
-            "compute_type": check["compute_type"],
-            "identical_transcripts": check["identical_transcripts"],
-            "identical_tokens": check["identical_tokens"],
-            "cer_difference": check["cer_difference"],
-            "torch": check["torch"],
-            "exported": check["exported"],
-        },
-        "parity": {
-            "encoder_max_abs_diff": check.get("encoder_max_abs_diff"),
-            "decoder_max_abs_logit_diff": check.get("decoder_max_abs_logit_diff"),
-        },
-        "exporter": check.get("exporter", "ctranslate2" if fmt == "ct2" else None),
-        "files": sorted(p.name for p in tmp.iterdir()) + [EXPORT_RECORD],
-        "packages": package_versions("ctranslate2", "onnx", "onnxruntime", "onnxscript"),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(seconds, 2),
-    }
-    atomic_write_text(tmp / EXPORT_RECORD, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-    return ExportReport(
-        out_dir=out_dir,
-        format=fmt,
-        quantization=quantization,
-        probe_utterances=len(check["torch"]),
-        identical_transcripts=check["identical_transcripts"],
-        cer_difference=check["cer_difference"],
-        max_abs_logit_diff=check.get("decoder_max_abs_logit_diff"),
-        seconds=seconds,
-        max_abs_encoder_diff=check.get("encoder_max_abs_diff"),
-    )
-
-
-def _generation_task(model_dir: Path) -> str | None:
-    path = model_dir / "generation_config.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")).get("task")
-
-
-def read_export_record(export_dir: Path) -> dict[str, Any] | None:
-    """export.json of an export directory, or None (an export made elsewhere)."""
-    path = Path(export_dir) / EXPORT_RECORD
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))

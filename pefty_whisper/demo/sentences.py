@@ -1,37 +1,25 @@
-"""Synthetic sample corpus: seeded Korean sentences in ETRI notation, spoken by espeak-ng, laid out
-exactly like KsponSpeech (parts, folders, headerless 16 kHz pcm, CP949 .txt, official .trn scripts).
+"""The sample corpus's transcripts: seeded Korean sentences in ETRI notation, as in KsponSpeech.
 
-The repository stores no audio; the demo, the integration tests and the benchmarks generate this
-corpus instead. Sentences come from templates with slots, so a model fine-tuned on the train parts
-can generalize to the held-out eval sentences, which reuse the vocabulary but never a sentence.
-espeak-ng reads digits and Latin letters its own way, so it always speaks the Hangul
-pronunciation side of the dual transcriptions.
+Sentences come from templates with slots, so a model fine-tuned on the train parts can generalize to
+the held-out eval sentences, which reuse the vocabulary but never a sentence. Each line comes in
+the forms the generator needs: the raw ETRI notation written to the scripts, the Hangul that
+espeak-ng speaks (always the pronunciation side: it reads digits and Latin letters its own way) and
+the spelling-side text a model should learn to write.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import shutil
-import subprocess
-import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from pathlib import Path
 from random import Random
 
-import numpy as np
-
-from pefty_whisper.data.audio import SAMPLE_RATE, resample
-from pefty_whisper.errors import ConfigError, DataError
+from pefty_whisper.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-
-ESPEAK_RATE = 22_050
 NUM_PARTS = 5
-SPLITS = ("train", "dev", "eval_clean", "eval_other")
 
 
 @dataclass(frozen=True)
@@ -49,25 +37,6 @@ class SampleCorpusSpec:
     @property
     def total_utterances(self) -> int:
         return NUM_PARTS * self.utterances_per_part + self.dev + self.eval_clean + self.eval_other
-
-
-@dataclass(frozen=True)
-class SampleCorpusSummary:
-    """What was generated, for the CLI summary and for callers that build manifests from it."""
-
-    out_dir: Path
-    train_per_part: tuple[int, ...]
-    dev: int
-    eval_clean: int
-    eval_other: int
-    distinct_sentences: int  # distinct template sentences (disfluencies and tags not counted)
-    audio_seconds: float
-    elapsed_seconds: float
-    scripts: tuple[Path, ...]  # train.trn, dev.trn, eval_clean.trn, eval_other.trn
-
-    @property
-    def num_utterances(self) -> int:
-        return sum(self.train_per_part) + self.dev + self.eval_clean + self.eval_other
 
 
 @dataclass(frozen=True)
@@ -561,7 +530,7 @@ def sentence_pools(spec: SampleCorpusSpec = SampleCorpusSpec()) -> SentencePools
     Eval sentences are drawn first from their own stream, so they stay the same when the train
     sizes change; every train part gets new sentences while the grammar allows.
     """
-    _check_spec(spec)
+    check_spec(spec)
     taken: set[str] = set()
     eval_rng = Random(f"pefty-sample:{spec.seed}:eval")
     eval_clean = _draw_cores(eval_rng, spec.eval_clean, taken, unique=True)
@@ -582,7 +551,7 @@ def sentence_pools(spec: SampleCorpusSpec = SampleCorpusSpec()) -> SentencePools
     )
 
 
-def _check_spec(spec: SampleCorpusSpec) -> None:
+def check_spec(spec: SampleCorpusSpec) -> None:
     if spec.utterances_per_part < 1 or spec.per_folder < 1:
         raise ConfigError(
             f"utterances_per_part and per_folder must be at least 1, got "
@@ -591,311 +560,3 @@ def _check_spec(spec: SampleCorpusSpec) -> None:
     for name in ("eval_clean", "eval_other", "dev"):
         if getattr(spec, name) < 0:
             raise ConfigError(f"{name} must be 0 or more, got {getattr(spec, name)}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Layout
-
-
-@dataclass(frozen=True)
-class _Utterance:
-    split: str
-    rel_path: str  # e.g. KsponSpeech_01/KsponSpeech_0001/KsponSpeech_000001.pcm
-    line: ScriptLine
-    harder: bool  # eval_other: noisier, faster or slower, odd pitch
-
-
-def _plan_layout(spec: SampleCorpusSpec, pools: SentencePools) -> list[_Utterance]:
-    """Paths as in the real corpus: ids and folder numbers run on across parts, dev folders last."""
-    plan: list[_Utterance] = []
-    utt_id, folder = 1, 1
-    for part_no, part in enumerate(pools.train_parts, 1):
-        groups = [("train", part)] + ([("dev", pools.dev)] if part_no == NUM_PARTS else [])
-        for split, lines in groups:
-            # A new folder for each part and for dev, so the dev folders hold dev only.
-            for start in range(0, len(lines), spec.per_folder):
-                for line in lines[start : start + spec.per_folder]:
-                    rel = (
-                        f"KsponSpeech_{part_no:02d}/KsponSpeech_{folder:04d}/"
-                        f"KsponSpeech_{utt_id:06d}.pcm"
-                    )
-                    plan.append(_Utterance(split, rel, line, harder=False))
-                    utt_id += 1
-                folder += 1
-    eval_id = 1
-    for split, lines in (("eval_clean", pools.eval_clean), ("eval_other", pools.eval_other)):
-        for line in lines:
-            rel = f"KsponSpeech_eval/{split}/KsponSpeech_E{eval_id:05d}.pcm"
-            plan.append(_Utterance(split, rel, line, harder=split == "eval_other"))
-            eval_id += 1
-    return plan
-
-
-# ---------------------------------------------------------------------------------------------
-# Audio
-
-VOICES = ("ko", "ko+m1", "ko+m2", "ko+m3", "ko+m4", "ko+f1", "ko+f2", "ko+f3", "ko+f4")
-
-
-@dataclass(frozen=True)
-class Voice:
-    name: str
-    speed: int  # espeak-ng -s, words per minute (its default is 175)
-    pitch: int  # espeak-ng -p, 0-99 (default 50)
-    gap: int = 0  # espeak-ng -g, extra pause between words in 10 ms units
-
-
-def _pick_voice(rng: Random, harder: bool) -> Voice:
-    if harder:
-        # Outside the train ranges on purpose: eval_other should be harder than eval_clean.
-        speed = rng.choice((rng.randint(110, 125), rng.randint(185, 205)))
-        pitch = rng.choice((rng.randint(10, 28), rng.randint(72, 90)))
-    else:
-        speed, pitch = rng.randint(130, 175), rng.randint(32, 68)
-    return Voice(rng.choice(VOICES), speed, pitch)
-
-
-# espeak-ng's Korean rules miss a few sound changes; respell those for its ears only, so the
-# transcript stays standard Hangul: 여덟 reads as 여덥 (not 여덜), 십육 without the inserted ㄴ.
-_ESPEAK_RESPELLINGS = (("여덟", "여덜"), ("십육", "심뉵"))
-
-
-def synthesize(text: str, voice: Voice) -> np.ndarray:
-    """espeak-ng speech for `text` as float32 at 16 kHz."""
-    for written, said in _ESPEAK_RESPELLINGS:
-        text = text.replace(written, said)
-    command = ["espeak-ng", "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch)]
-    if voice.gap:
-        command += ["-g", str(voice.gap)]
-    result = subprocess.run([*command, "--stdout", text], capture_output=True, check=False)
-    if result.returncode != 0 or len(result.stdout) <= 44:
-        stderr = result.stderr.decode(errors="replace").strip()
-        raise DataError(f"espeak-ng failed on {text!r} with voice {voice.name}: {stderr}")
-    return resample(_wav_samples(result.stdout), ESPEAK_RATE)
-
-
-def _wav_samples(wav: bytes) -> np.ndarray:
-    # espeak-ng streams to stdout with placeholder chunk sizes, so find the data chunk by name.
-    start = wav.find(b"data", 12)
-    if start < 0:
-        raise DataError("espeak-ng produced no wav data chunk")
-    data = wav[start + 8 :]
-    data = data[: len(data) // 2 * 2]
-    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-
-
-def _trim_silence(audio: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
-    loud = np.flatnonzero(np.abs(audio) > threshold)
-    return audio[loud[0] : loud[-1] + 1] if loud.size else audio
-
-
-def _rms(audio: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
-
-
-def _burst(noise: np.random.Generator, seconds: float, level: float, smooth: int) -> np.ndarray:
-    """A short noise burst with a smooth envelope; `smooth` taps low-pass it (breath vs bang)."""
-    n = int(seconds * SAMPLE_RATE)
-    burst = noise.standard_normal(n)
-    if smooth > 1:
-        burst = np.convolve(burst, np.ones(smooth) / np.sqrt(smooth), mode="same")
-    return (burst * np.hanning(n) * level).astype(np.float32)
-
-
-def _silence(seconds: float) -> np.ndarray:
-    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
-
-
-def _edge_sound(tag: str, noise: np.random.Generator, rng: Random, speech_rms: float) -> np.ndarray:
-    """Audio for a noise tag in the padding: a broadband bang for n/, a soft breath for b/."""
-    if tag == "n/":
-        return _burst(noise, rng.uniform(0.12, 0.3), speech_rms * rng.uniform(0.3, 0.6), smooth=1)
-    if tag == "b/":
-        return _burst(noise, rng.uniform(0.25, 0.4), speech_rms * 0.15, smooth=8)
-    return _silence(0.0)
-
-
-def _babble(rng: Random, length: int) -> np.ndarray:
-    """Another voice saying another sentence backwards: speech-like but unintelligible."""
-    text = spoken_text(realize(rng.choice(TEMPLATES), rng))
-    babble = _trim_silence(synthesize(text, _pick_voice(rng, harder=False)))[::-1]
-    return np.resize(babble, length)  # np.resize repeats a short babble to fill the utterance
-
-
-def render_audio(line: ScriptLine, key: str, harder: bool) -> np.ndarray:
-    """One utterance's float32 16 kHz audio; `key` seeds its voice, padding and noise."""
-    rng = Random(f"pefty-sample:{key}:audio")
-    noise = np.random.default_rng(rng.getrandbits(64))
-    speech = _trim_silence(synthesize(line.spoken, _pick_voice(rng, harder)))
-    speech = speech * (rng.uniform(0.3, 0.8) / max(float(np.max(np.abs(speech))), 1e-6))
-    level = _rms(speech)
-    tokens = line.raw.split()
-    pieces = [
-        _silence(rng.uniform(0.15, 0.4)),
-        _edge_sound(tokens[0], noise, rng, level),
-        _silence(rng.uniform(0.05, 0.15)),
-        speech,
-        _silence(rng.uniform(0.1, 0.25)),
-        _edge_sound(tokens[-1], noise, rng, level),
-        _silence(rng.uniform(0.15, 0.4)),
-    ]
-    audio = np.concatenate(pieces)
-    if harder:
-        babble = _babble(rng, audio.size)
-        # Harder, not hopeless: the real eval_other is only about 1 CER point harder.
-        babble_snr_db, white_snr_db = rng.uniform(12.0, 18.0), rng.uniform(20.0, 28.0)
-        audio = audio + babble * (level / max(_rms(babble), 1e-6) * 10 ** (-babble_snr_db / 20))
-        audio = audio + noise.standard_normal(audio.size) * level * 10 ** (-white_snr_db / 20)
-    # A faint noise floor: real recordings are never digital zero between words.
-    return audio + noise.standard_normal(audio.size).astype(np.float32) * 2e-4
-
-
-def to_pcm_bytes(audio: np.ndarray) -> bytes:
-    """Float audio to KsponSpeech's headerless 16-bit signed little-endian pcm, clipping peaks."""
-    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2").tobytes()
-
-
-def _write_utterance(utt: _Utterance, root: Path, seed: int) -> float:
-    audio = render_audio(utt.line, f"{seed}:{utt.rel_path}", utt.harder)
-    pcm_path = root / utt.rel_path
-    pcm_path.parent.mkdir(parents=True, exist_ok=True)
-    pcm_path.write_bytes(to_pcm_bytes(audio))
-    # The real corpus ships each transcript beside its audio, in CP949.
-    pcm_path.with_suffix(".txt").write_bytes((utt.line.raw + "\n").encode("cp949"))
-    return audio.size / SAMPLE_RATE
-
-
-def _render_all(
-    plan: list[_Utterance],
-    root: Path,
-    seed: int,
-    progress: Callable[[int], None] | None,
-    workers: int,
-) -> float:
-    # espeak-ng runs as a subprocess, so threads overlap it without fighting over the GIL.
-    seconds = 0.0
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(_write_utterance, utt, root, seed) for utt in plan]
-        for future in as_completed(futures):
-            seconds += future.result()
-            if progress is not None:
-                progress(1)
-    return seconds
-
-
-def _write_scripts(plan: list[_Utterance], root: Path) -> None:
-    scripts_dir = root / "scripts"
-    scripts_dir.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        lines = [f"{u.rel_path} :: {u.line.raw}\n" for u in plan if u.split == split]
-        (scripts_dir / f"{split}.trn").write_text("".join(lines), encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry point
-
-
-def _require_espeak() -> None:
-    if shutil.which("espeak-ng") is None:
-        raise DataError(
-            "espeak-ng not found on PATH; the sample corpus is spoken by its Korean voice: "
-            "install it with `apt-get install espeak-ng`"
-        )
-    probe = subprocess.run(["espeak-ng", "-v", "ko", "--stdout", "가"], capture_output=True)
-    if probe.returncode != 0 or len(probe.stdout) <= 44:
-        raise DataError(
-            f"espeak-ng has no usable Korean voice ({probe.stderr.decode(errors='replace')}): "
-            "install the full package with `apt-get install espeak-ng`"
-        )
-
-
-def _looks_like_sample_corpus(path: Path) -> bool:
-    return (path / "scripts" / "train.trn").is_file() and (path / "KsponSpeech_01").is_dir()
-
-
-def _check_target(out_dir: Path, overwrite: bool) -> None:
-    if not out_dir.exists():
-        return
-    if not out_dir.is_dir():
-        raise DataError(f"{out_dir} is a file: choose a directory for the sample corpus")
-    if not any(out_dir.iterdir()):
-        return
-    if not overwrite:
-        raise DataError(
-            f"{out_dir} exists and is not empty: pass overwrite=True (--overwrite) to replace it, "
-            "or choose another output directory"
-        )
-    if not _looks_like_sample_corpus(out_dir):
-        # Overwrite deletes the directory; only ever delete something this module made.
-        raise DataError(
-            f"refusing to overwrite {out_dir}: it does not look like a sample corpus "
-            "(no scripts/train.trn and KsponSpeech_01/); remove it yourself or choose another"
-        )
-
-
-def _move_into_place(partial: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        out_dir.rename(old)
-        partial.rename(out_dir)
-        shutil.rmtree(old)
-    else:
-        partial.rename(out_dir)
-
-
-def generate_sample_corpus(
-    out_dir: Path,
-    spec: SampleCorpusSpec = SampleCorpusSpec(),
-    progress: Callable[[int], None] | None = None,
-    overwrite: bool = False,
-    workers: int = 4,
-) -> SampleCorpusSummary:
-    """Write a synthetic KsponSpeech-layout corpus to `out_dir`, the same bytes for the same spec.
-
-    It is built in a sibling `<out_dir>.partial` and renamed into place at the end, so a killed
-    run never leaves a corpus that looks finished. `progress` gets the number of utterances just
-    finished, to drive a progress bar. `overwrite` replaces an earlier sample corpus (and nothing
-    else); `workers` espeak-ng processes run at once.
-    """
-    started = time.perf_counter()
-    out_dir = Path(out_dir)
-    _check_spec(spec)
-    _require_espeak()
-    _check_target(out_dir, overwrite)
-    pools = sentence_pools(spec)
-    plan = _plan_layout(spec, pools)
-
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        logger.warning("removing %s left by an interrupted run", partial)
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    logger.info("generating %d utterances into %s", len(plan), partial)
-    try:
-        audio_seconds = _render_all(plan, partial, spec.seed, progress, max(1, workers))
-        _write_scripts(plan, partial)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    _move_into_place(partial, out_dir)
-
-    summary = SampleCorpusSummary(
-        out_dir=out_dir,
-        train_per_part=tuple(len(part) for part in pools.train_parts),
-        dev=len(pools.dev),
-        eval_clean=len(pools.eval_clean),
-        eval_other=len(pools.eval_other),
-        distinct_sentences=len({line.core for line in pools.all_lines()}),
-        audio_seconds=audio_seconds,
-        elapsed_seconds=time.perf_counter() - started,
-        scripts=tuple(out_dir / "scripts" / f"{split}.trn" for split in SPLITS),
-    )
-    logger.info(
-        "sample corpus: %d utterances, %.1f min of audio, %d distinct sentences, %.1f s",
-        summary.num_utterances,
-        audio_seconds / 60,
-        summary.distinct_sentences,
-        summary.elapsed_seconds,
-    )
-    return summary

@@ -1,0 +1,374 @@
+"""Transcriber: load a Whisper model once (PyTorch, CTranslate2 or ONNX) and serve many calls.
+
+One decode path for every backend: the same feature extractor, the same prompt
+(`<|startoftranscript|><|ko|><|transcribe|><|notimestamps|>`, read from the model directory's
+generation config, never from reference text), the same token suppression, the same maximum
+number of new tokens and the same detokenizer. So a float32 export transcribes exactly as the
+PyTorch model it came from, and evaluation, export checks, benchmarks and a server all decode alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from pefty_whisper.config import ModelSection
+from pefty_whisper.context import ContextMode
+from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
+from pefty_whisper.data.features import batch_features
+from pefty_whisper.errors import ConfigError, DataError, ModelError
+from pefty_whisper.inference.engine import Engine, load_engine
+from pefty_whisper.inference.model_dir import (
+    BACKENDS,
+    Backend,
+    detect_backend,
+    load_feature_extractor,
+    load_tokenizer,
+    read_decoding_spec,
+    resolve_model_path,
+)
+from pefty_whisper.whisper_files import NO_TIMESTAMPS
+
+if TYPE_CHECKING:
+    from pefty_whisper.config import Config
+    from pefty_whisper.workspace import Workspace
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "DecodeTimings",
+    "Segment",
+    "Transcriber",
+    "TranscriberOptions",
+    "TranscribeReport",
+    "Transcription",
+    "detect_backend",
+    "transcribe_paths",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TranscriberOptions:
+    """How to decode; the defaults suit a CPU box, `pefty transcribe` and evaluation alike."""
+
+    backend: Literal["auto", "torch", "ct2", "onnx"] = "auto"  # auto: from the directory's files
+    batch_size: int = 8
+    beam_size: int = 1
+    max_new_tokens: int = 225  # tokens after the prompt, the same meaning for every backend
+    device: str = "auto"  # cuda if available, else cpu
+    compute_type: str = "auto"  # ct2: int8 on CPU, float16 on GPU; torch: float32 / float16
+    num_threads: int = 0  # 0: the library's default
+    language: str | None = None  # None: the model directory's generation config decides
+    # Encoder context per batch (see context.py): full pads to 30 s; auto to the batch's
+    # longest waveform rounded up to context_step_s. The ONNX encoder is exported at 30 s only.
+    context: ContextMode = ModelSection.context
+    context_step_s: float = ModelSection.context_step_s
+
+    @classmethod
+    def from_config(
+        cls, config: Config, backend: Literal["auto", "torch", "ct2", "onnx"] = "auto"
+    ) -> TranscriberOptions:
+        """The config's `decode:` and context settings, so every command decodes alike."""
+        decode = config.decode
+        return cls(
+            backend=backend,
+            batch_size=decode.batch_size,
+            beam_size=decode.beam_size,
+            max_new_tokens=decode.max_new_tokens,
+            device=decode.device,
+            compute_type=decode.compute_type,
+            context=config.model.context,
+            context_step_s=config.model.context_step_s,
+        )
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float  # seconds from the start of the file
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcription:
+    path: str
+    text: str
+    segments: tuple[Segment, ...]
+    duration_s: float
+    seconds: float  # wall time spent on this file (its share of the batches it was decoded in)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / self.duration_s if self.duration_s > 0 else 0.0
+
+
+@dataclass
+class DecodeTimings:
+    """Accumulated seconds per stage, so a benchmark can say where the time goes."""
+
+    encoder_s: float = 0.0
+    decoder_s: float = 0.0
+    features_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.encoder_s + self.decoder_s + self.features_s
+
+    def reset(self) -> None:
+        self.encoder_s = self.decoder_s = self.features_s = 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# The Transcriber
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    """One <= 30 s piece of a file, decoded in a batch with pieces of other files."""
+
+    file_index: int
+    start_s: float
+    end_s: float
+    audio: np.ndarray
+    text: str = field(default="")
+
+
+class Transcriber:
+    """Loads a model once and serves many calls, so a server can hold it."""
+
+    def __init__(self, model_dir: Path, options: TranscriberOptions = TranscriberOptions()) -> None:
+        self.model_dir = Path(model_dir)
+        self.options = options
+        _check_options(options)
+        detected = detect_backend(self.model_dir)
+        if options.backend not in ("auto", detected):
+            raise ModelError(
+                f"{self.model_dir} is a {detected} model directory, not {options.backend}: "
+                f"use --backend {detected} (or auto)"
+            )
+        self.backend: Backend = detected
+        self.context: ContextMode = options.context
+        if detected == "onnx" and options.context != "full":
+            logger.info("the ONNX encoder takes 30 s inputs only: decoding at the full context")
+            self.context = "full"
+        self.timings = DecodeTimings()
+        self.feature_extractor = load_feature_extractor(self.model_dir)
+        self.tokenizer = load_tokenizer(self.model_dir)
+        self.spec = read_decoding_spec(self.model_dir, self.tokenizer, options.language)
+        self.language: str | None = self.spec.language
+        started = time.perf_counter()
+        self._engine: Engine = load_engine(detected, self.model_dir, options, self.spec)
+        self._vocab = self.tokenizer.get_vocab()
+        logger.info(
+            "loaded %s (%s, %s, language %s) in %.1f s",
+            self.model_dir,
+            detected,
+            self._engine.device,
+            self.language or "detected",
+            time.perf_counter() - started,
+        )
+
+    @property
+    def model(self) -> Any:
+        """The loaded model object(s): a server holds this Transcriber, not a path."""
+        return self._engine.model
+
+    @property
+    def window_samples(self) -> int:
+        """The context one decode sees (30 s for stock Whisper): the feature extractor decides."""
+        return int(self.feature_extractor.n_samples)
+
+    # ---- public calls ------------------------------------------------------------------------
+
+    def transcribe_batch(self, audios: Sequence[np.ndarray]) -> list[str]:
+        """Texts for waveforms of at most one window each (16 kHz float32), in batches."""
+        return [self.detokenize(tokens) for tokens in self.transcribe_tokens(audios)]
+
+    def transcribe_tokens(self, audios: Sequence[np.ndarray]) -> list[list[int]]:
+        """Generated token ids per waveform (no prompt, no end-of-text): for parity checks."""
+        waveforms = [self._check_waveform(audio, i) for i, audio in enumerate(audios)]
+        tokens: list[list[int]] = []
+        step = max(1, self.options.batch_size)
+        for begin in range(0, len(waveforms), step):
+            tokens.extend(self._decode_batch(waveforms[begin : begin + step]))
+        return tokens
+
+    def transcribe_file(self, path: str | Path) -> Transcription:
+        """One file of any length: consecutive windows decoded in batches, a segment per window."""
+        return self.transcribe_files([path])[0]
+
+    def transcribe_files(
+        self, paths: Sequence[str | Path], progress: Callable[[int], None] | None = None
+    ) -> list[Transcription]:
+        """Many files, their windows batched together; `progress(n)` gets files finished."""
+        results: list[Transcription] = []
+        pending: list[tuple[int, Path, float, list[_Window]]] = []
+        queued = 0
+        for index, path in enumerate(paths):
+            audio = load_audio(path)
+            windows = self._split(index, audio)
+            pending.append((index, Path(path), len(audio) / SAMPLE_RATE, windows))
+            queued += len(windows)
+            if queued >= self.options.batch_size:
+                results.extend(self._finish(pending, progress))
+                pending, queued = [], 0
+        if pending:
+            results.extend(self._finish(pending, progress))
+        return results
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(tokens), skip_special_tokens=True).strip()
+
+    def prompt_ids(self, language: str | None = None) -> list[int]:
+        """`<|startoftranscript|><|lang|><|task|><|notimestamps|>` as token ids."""
+        ids = [self.spec.sot_token_id]
+        language = language or self.language
+        if self.spec.multilingual:
+            if language is None:
+                raise ModelError(f"{self.model_dir}: no language to build a prompt with")
+            ids += [self._vocab[f"<|{language}|>"], self._vocab[f"<|{self.spec.task}|>"]]
+        ids.append(self._vocab[NO_TIMESTAMPS])
+        return ids
+
+    def features(self, audios: Sequence[np.ndarray]) -> np.ndarray:
+        """Log-mel features of a batch, padded to its context (see context.py)."""
+        started = time.perf_counter()
+        features = batch_features(
+            self.feature_extractor, audios, self.context, self.options.context_step_s
+        )
+        self.timings.features_s += time.perf_counter() - started
+        return features
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _decode_batch(self, waveforms: Sequence[np.ndarray]) -> list[list[int]]:
+        features = self.features(waveforms)
+        started = time.perf_counter()
+        encoded = self._engine.encode(features)
+        self.timings.encoder_s += time.perf_counter() - started
+        started = time.perf_counter()
+        prompts = self._prompts(encoded, len(waveforms))
+        tokens = self._engine.generate(encoded, prompts, self._max_new_tokens(len(prompts[0])))
+        self.timings.decoder_s += time.perf_counter() - started
+        return tokens
+
+    def _prompts(self, encoded: Any, batch: int) -> list[list[int]]:
+        if self.language is not None or not self.spec.multilingual:
+            return [self.prompt_ids()] * batch
+        # No language configured: detect it per utterance, as transformers' generate does.
+        return [self.prompt_ids(language) for language in self._engine.detect_languages(encoded)]
+
+    def _max_new_tokens(self, prompt_length: int) -> int:
+        # Every backend fails past the decoder's position table; transformers raises, CTranslate2
+        # errors out, so cap here.
+        room = self.spec.max_target_positions - prompt_length
+        if self.options.max_new_tokens > room:
+            logger.debug("max_new_tokens %d capped at %d", self.options.max_new_tokens, room)
+        return max(1, min(self.options.max_new_tokens, room))
+
+    def _check_waveform(self, audio: np.ndarray, index: int) -> np.ndarray:
+        waveform = np.asarray(audio, dtype=np.float32)
+        if waveform.ndim != 1:
+            raise DataError(f"audio {index}: expected a mono waveform, got shape {waveform.shape}")
+        if len(waveform) > self.window_samples:
+            raise DataError(
+                f"audio {index}: {len(waveform) / SAMPLE_RATE:.1f} s is longer than the model's "
+                f"{self.window_samples / SAMPLE_RATE:.0f} s context: use transcribe_file"
+            )
+        return waveform
+
+    def _split(self, file_index: int, audio: np.ndarray) -> list[_Window]:
+        size = self.window_samples
+        count = max(1, math.ceil(len(audio) / size))
+        windows = []
+        for i in range(count):
+            piece = audio[i * size : (i + 1) * size]
+            windows.append(
+                _Window(
+                    file_index, i * size / SAMPLE_RATE, (i * size + len(piece)) / SAMPLE_RATE, piece
+                )
+            )
+        return windows
+
+    def _finish(
+        self,
+        pending: list[tuple[int, Path, float, list[_Window]]],
+        progress: Callable[[int], None] | None,
+    ) -> list[Transcription]:
+        windows = [w for _, _, _, file_windows in pending for w in file_windows]
+        started = time.perf_counter()
+        texts = self.transcribe_batch([w.audio for w in windows])
+        elapsed = time.perf_counter() - started
+        for window, text in zip(windows, texts, strict=True):
+            window.text = text
+        results = []
+        for _, path, duration, file_windows in pending:
+            segments = tuple(Segment(w.start_s, w.end_s, w.text) for w in file_windows)
+            results.append(
+                Transcription(
+                    path=str(path),
+                    text=" ".join(s.text for s in segments if s.text),
+                    segments=segments,
+                    duration_s=duration,
+                    # Each file's share of the batch time, by the windows it contributed.
+                    seconds=elapsed * len(file_windows) / len(windows),
+                )
+            )
+        if progress is not None:
+            progress(len(pending))
+        return results
+
+
+def _check_options(options: TranscriberOptions) -> None:
+    if options.backend not in ("auto", *BACKENDS):
+        raise ConfigError(f"unknown backend {options.backend!r}: use auto, torch, ct2 or onnx")
+    if options.batch_size < 1 or options.beam_size < 1 or options.max_new_tokens < 1:
+        raise ConfigError(
+            "batch_size, beam_size and max_new_tokens must be at least 1 "
+            f"(got {options.batch_size}, {options.beam_size}, {options.max_new_tokens})"
+        )
+
+
+@dataclass(frozen=True)
+class TranscribeReport:
+    """What `pefty transcribe` decoded, and how fast."""
+
+    backend: Backend
+    transcriptions: tuple[Transcription, ...]
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(t.duration_s for t in self.transcriptions)
+
+    @property
+    def seconds(self) -> float:
+        return sum(t.seconds for t in self.transcriptions)
+
+    @property
+    def real_time_factor(self) -> float:
+        return self.seconds / max(self.audio_seconds, 1e-9)
+
+
+def transcribe_paths(
+    workspace: Workspace,
+    config: Config,
+    model: str,
+    paths: Sequence[str | Path],
+    backend: Literal["auto", "torch", "ct2", "onnx"] = "auto",
+) -> TranscribeReport:
+    """Files decoded by a workspace's model with the config's decoding settings: what
+    `pefty transcribe` runs, so it decodes as evaluation and the export probe do."""
+    model_dir = resolve_model_path(workspace.root, model)
+    transcriber = Transcriber(model_dir, TranscriberOptions.from_config(config, backend))
+    results = transcriber.transcribe_files(list(paths))
+    return TranscribeReport(backend=transcriber.backend, transcriptions=tuple(results))
