@@ -1,0 +1,338 @@
+"""Packed 30 s training windows with timestamps, the format Whisper itself was trained on.
+
+A round trained on one short utterance per example with `<|notimestamps|>` stops predicting
+timestamps, and long-form decoders (faster-whisper, transformers' sequential generate) then jump
+whole windows and drop speech. Here consecutive utterances of a manifest (corpus order: in
+KsponSpeech neighbours come from one conversation) are joined with short seeded silences into
+windows of at most 30 s, never cutting an utterance, with the labels
+
+    <|startoftranscript|><|ko|><|transcribe|><|0.40|> text <|3.10|><|3.42|> text <|6.80|>...
+
+on Whisper's 0.02 s grid. A share of examples stays single utterances with `<|notimestamps|>`,
+so both decoding modes keep working, and a small share are no-speech windows (digital silence,
+low noise, hum) whose target is Whisper's no-speech token and an empty transcript, so the model
+learns to write nothing on them. The encoder always sees 30 s, so the model stays right for
+every consumer of an export, while each window carries several utterances.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from random import Random
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import torch
+
+from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
+from pefty_whisper.data.manifest import Utterance
+from pefty_whisper.errors import DataError
+
+if TYPE_CHECKING:
+    from transformers import WhisperTokenizer
+
+logger = logging.getLogger(__name__)
+
+WindowKind = Literal["packed", "single", "no_speech"]
+NoiseKind = Literal["silence", "noise", "hum"]
+NOISE_KINDS: tuple[NoiseKind, ...] = ("silence", "noise", "hum")
+TIME_STEP_S = 0.02  # Whisper's timestamp grid
+WINDOW_S = 30.0
+MAX_TARGET_TOKENS = 448  # Whisper's decoder positions
+
+
+@dataclass(frozen=True)
+class PackingOptions:
+    """How a manifest becomes windows; the config's data section fills these."""
+
+    window_s: float = WINDOW_S
+    single_share: float = 0.3  # examples kept as one utterance with <|notimestamps|>
+    no_speech_share: float = 0.05  # no-speech windows, relative to the speech windows
+    gap_s: tuple[float, float] = (0.1, 0.8)  # seeded silence before each utterance
+    max_tokens: int = MAX_TARGET_TOKENS
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """One training example: which utterances, the silence before each, or a no-speech clip."""
+
+    kind: WindowKind
+    members: tuple[int, ...] = ()  # utterance indices, in corpus order
+    gaps_s: tuple[float, ...] = ()  # silence before each member (the first is the lead-in)
+    noise: NoiseKind | None = None  # no-speech windows only
+    noise_s: float = 0.0
+    seed: int = 0
+
+    @property
+    def num_utterances(self) -> int:
+        return len(self.members)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """The windows of one epoch and what they hold, for the round's record."""
+
+    windows: tuple[Window, ...]
+
+    def count(self, kind: WindowKind) -> int:
+        return sum(window.kind == kind for window in self.windows)
+
+    @property
+    def utterances(self) -> int:
+        return sum(window.num_utterances for window in self.windows)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "windows": len(self.windows),
+            "packed_windows": self.count("packed"),
+            "single_utterances": self.count("single"),
+            "no_speech_windows": self.count("no_speech"),
+            "utterances": self.utterances,
+        }
+
+
+def _on_grid(seconds: float) -> float:
+    return round(seconds / TIME_STEP_S) * TIME_STEP_S
+
+
+def plan_windows(
+    durations: Sequence[float], text_tokens: Sequence[int], options: PackingOptions
+) -> WindowPlan:
+    """Group consecutive utterances into windows of at most `window_s`, seeded.
+
+    `text_tokens[i]` is the length of utterance i's transcript in tokens (no prefix): a window
+    closes before its label would pass `max_tokens`. An utterance longer than the window, or
+    whose label alone is too long, stays a single example (the filter before training drops
+    what Whisper cannot take at all).
+    """
+    if len(durations) != len(text_tokens):
+        raise ValueError(f"{len(durations)} durations but {len(text_tokens)} token counts")
+    rng = Random(f"pefty-packing:{options.seed}")
+    low, high = options.gap_s
+    # SOT, language, task, end-of-text; each member adds two timestamp tokens.
+    prefix = 4
+    windows: list[Window] = []
+    current: list[int] = []
+    gaps: list[float] = []
+    length_s = 0.0
+    tokens = prefix
+
+    def close() -> None:
+        nonlocal current, gaps, length_s, tokens
+        if current:
+            windows.append(Window("packed", tuple(current), tuple(gaps), seed=rng.getrandbits(32)))
+        current, gaps, length_s, tokens = [], [], 0.0, prefix
+
+    for index, (duration, count) in enumerate(zip(durations, text_tokens, strict=True)):
+        fits_alone = duration + high <= options.window_s and prefix + count + 2 < options.max_tokens
+        if rng.random() < options.single_share or not fits_alone:
+            close()
+            windows.append(Window("single", (index,), (0.0,), seed=rng.getrandbits(32)))
+            continue
+        gap = _on_grid(rng.uniform(low, high))
+        if current and (
+            length_s + gap + duration > options.window_s or tokens + count + 2 >= options.max_tokens
+        ):
+            close()
+        current.append(index)
+        gaps.append(gap)
+        length_s += gap + duration
+        tokens += count + 2
+    close()
+    speech = len(windows)
+    for _ in range(round(speech * options.no_speech_share)):
+        windows.insert(
+            rng.randrange(len(windows) + 1),
+            Window(
+                "no_speech",
+                noise=rng.choice(NOISE_KINDS),
+                noise_s=round(rng.uniform(2.0, options.window_s), 2),
+                seed=rng.getrandbits(32),
+            ),
+        )
+    return WindowPlan(tuple(windows))
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """The ids a packed label needs, read from the tokenizer (Whisper versions differ)."""
+
+    sot: int
+    language: int
+    task: int
+    no_timestamps: int
+    eot: int
+    no_speech: int
+    first_timestamp: int  # <|0.00|>
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: WhisperTokenizer, language: str, task: str) -> SpecialTokens:
+        vocab = tokenizer.get_vocab()
+        # large-v3 calls it <|nospeech|>, earlier multilingual models <|nocaptions|>; both sit
+        # right before <|notimestamps|>, where transformers' and faster-whisper's no-speech
+        # detection look for it.
+        no_speech = vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>"))
+        for name in ("<|0.00|>", "<|notimestamps|>", f"<|{language}|>", f"<|{task}|>"):
+            if name not in vocab:
+                raise DataError(f"this Whisper tokenizer has no {name} token: cannot pack windows")
+        if no_speech is None:
+            raise DataError("this Whisper tokenizer has no no-speech token: cannot pack windows")
+        return cls(
+            sot=vocab["<|startoftranscript|>"],
+            language=vocab[f"<|{language}|>"],
+            task=vocab[f"<|{task}|>"],
+            no_timestamps=vocab["<|notimestamps|>"],
+            eot=vocab["<|endoftext|>"],
+            no_speech=no_speech,
+            first_timestamp=vocab["<|0.00|>"],
+        )
+
+    def timestamp(self, seconds: float) -> int:
+        steps = round(seconds / TIME_STEP_S)
+        if not 0 <= steps <= round(WINDOW_S / TIME_STEP_S):
+            raise ValueError(f"timestamp {seconds:.2f} s is outside Whisper's 30 s window")
+        return self.first_timestamp + steps
+
+
+@dataclass(frozen=True)
+class Example:
+    """Decoder input and targets of one window; `labels[i]` is the target after `inputs[i]`."""
+
+    inputs: tuple[int, ...]
+    labels: tuple[int, ...]
+
+
+def teacher_forced(ids: Sequence[int]) -> Example:
+    """The usual shift: the model reads ids[:-1] and learns to predict ids[1:]."""
+    return Example(tuple(ids[:-1]), tuple(ids[1:]))
+
+
+def packed_example(
+    special: SpecialTokens,
+    texts: Sequence[Sequence[int]],
+    spans_s: Sequence[tuple[float, float]],
+) -> Example:
+    """`<|sot|><|ko|><|transcribe|><|t0|> text <|t1|><|t2|> text <|t3|>...<|eot|>`."""
+    ids = [special.sot, special.language, special.task]
+    for text, (start, end) in zip(texts, spans_s, strict=True):
+        first, last = special.timestamp(start), special.timestamp(end)
+        if ids[-1] >= special.first_timestamp and first <= ids[-1]:
+            first = ids[-1] + 1  # strictly increasing, even where rounding met the last end
+        last = max(last, first + 1)
+        ids += [first, *text, last]
+    ids.append(special.eot)
+    return teacher_forced(ids)
+
+
+def single_example(special: SpecialTokens, text: Sequence[int]) -> Example:
+    return teacher_forced(
+        [special.sot, special.language, special.task, special.no_timestamps, *text, special.eot]
+    )
+
+
+def no_speech_example(special: SpecialTokens) -> Example:
+    """Whisper's no-speech form under a forced Korean prompt.
+
+    Decoders force `<|sot|><|ko|><|transcribe|>`, so the model reads that prompt as always, but
+    the target right after `<|sot|>` is the no-speech token (what faster-whisper's and
+    transformers' no-speech thresholds read) and the transcript is empty.
+    """
+    inputs = (special.sot, special.language, special.task, special.no_timestamps)
+    labels = (special.no_speech, special.task, special.no_timestamps, special.eot)
+    return Example(inputs, labels)
+
+
+def no_speech_audio(kind: NoiseKind, seconds: float, seed: int) -> np.ndarray:
+    """Generated non-speech: digital silence, low broadband noise, or mains hum."""
+    rng = np.random.default_rng(seed)
+    samples = int(seconds * SAMPLE_RATE)
+    if kind == "silence":
+        return np.zeros(samples, dtype=np.float32)
+    if kind == "noise":
+        level = 10 ** (rng.uniform(-60.0, -40.0) / 20)
+        return (rng.standard_normal(samples) * level).astype(np.float32)
+    t = np.arange(samples) / SAMPLE_RATE
+    mains = rng.choice((50.0, 60.0))
+    hum = sum(np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi)) / k for k in (1, 2, 3))
+    level = 10 ** (rng.uniform(-45.0, -30.0) / 20)
+    return (hum * level + rng.standard_normal(samples) * level * 0.05).astype(np.float32)
+
+
+class PackedDataset(torch.utils.data.Dataset):
+    """Windows assembled in the loader's workers: member audio joined with silences, labels
+    built from each member's measured position, so timestamps match the waveform exactly."""
+
+    def __init__(
+        self,
+        utterances: Sequence[Utterance],
+        plan: WindowPlan,
+        tokenizer: WhisperTokenizer,
+        special: SpecialTokens,
+        window_s: float = WINDOW_S,
+    ) -> None:
+        self.utterances = list(utterances)
+        self.plan = plan
+        self.tokenizer = tokenizer
+        self.special = special
+        self.window_samples = int(window_s * SAMPLE_RATE)
+
+    def __len__(self) -> int:
+        return len(self.plan.windows)
+
+    @property
+    def durations(self) -> list[float]:
+        """Seconds of audio per window (for batching by length, like SpeechDataset)."""
+        return [self._seconds(window) for window in self.plan.windows]
+
+    def _seconds(self, window: Window) -> float:
+        if window.kind == "no_speech":
+            return window.noise_s
+        return sum(window.gaps_s) + sum(self.utterances[i].duration or 0.0 for i in window.members)
+
+    def _text(self, index: int) -> list[int]:
+        return self.tokenizer(self.utterances[index].sentence, add_special_tokens=False).input_ids
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        window = self.plan.windows[index]
+        if window.kind == "no_speech":
+            audio = no_speech_audio(window.noise, window.noise_s, window.seed)
+            return _item(audio, no_speech_example(self.special))
+        try:
+            audios = [load_audio(self.utterances[i].path) for i in window.members]
+        except DataError as exc:
+            # A file that went bad after `prepare`: skip the window, do not kill the round.
+            logger.warning("skipping a window with unreadable audio: %s", exc)
+            return None
+        if window.kind == "single":
+            return _item(audios[0], single_example(self.special, self._text(window.members[0])))
+        return self._packed(window, audios)
+
+    def _packed(self, window: Window, audios: list[np.ndarray]) -> dict[str, Any] | None:
+        pieces, spans, position = [], [], 0
+        for gap_s, audio in zip(window.gaps_s, audios, strict=True):
+            gap = round(gap_s * SAMPLE_RATE)
+            pieces += [np.zeros(gap, dtype=np.float32), audio]
+            start = position + gap
+            position = start + len(audio)
+            spans.append((start / SAMPLE_RATE, position / SAMPLE_RATE))
+        if position > self.window_samples:
+            # The manifest's durations were off (a file changed after prepare): keep what fits.
+            keep = sum(1 for _, end in spans if end * SAMPLE_RATE <= self.window_samples)
+            if keep == 0:
+                return None
+            pieces, spans = pieces[: 2 * keep], spans[:keep]
+            logger.warning("a packed window ran past %.0f s: kept %d utterances", WINDOW_S, keep)
+        texts = [self._text(i) for i in window.members[: len(spans)]]
+        example = packed_example(self.special, texts, spans)
+        return _item(np.concatenate(pieces), example)
+
+
+def _item(audio: np.ndarray, example: Example) -> dict[str, Any]:
+    return {
+        "audio": audio,
+        "decoder_input_ids": list(example.inputs),
+        "labels": list(example.labels),
+    }
