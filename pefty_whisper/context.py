@@ -13,6 +13,7 @@ Transcriber both ask `context_samples`, and nothing else assumes 3000 frames.
 from __future__ import annotations
 
 import math
+import threading
 from typing import TYPE_CHECKING, Any, Literal
 
 from pefty_whisper.data.audio import SAMPLE_RATE
@@ -49,7 +50,9 @@ def allow_short_context(model: WhisperForConditionalGeneration) -> None:
     transformers' Whisper encoder refuses any input that is not exactly
     `2 * max_source_positions` frames and adds the whole position table. For the length of one
     forward call this sets both to the input's length; the weights are untouched, so a model
-    saved afterwards is a stock Whisper checkpoint. Idempotent.
+    saved afterwards is a stock Whisper checkpoint. Idempotent. The patch mutates the shared
+    config, so one lock per encoder serializes its forward calls: two threads decoding at
+    different contexts (a server) would otherwise see each other's lengths.
     """
     encoder = model.get_encoder()
     if getattr(encoder, "_pefty_short_context", False):
@@ -57,8 +60,13 @@ def allow_short_context(model: WhisperForConditionalGeneration) -> None:
     full_forward = encoder.forward
     stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]
     full_positions = encoder.embed_positions.num_embeddings
+    lock = threading.Lock()
 
     def forward(input_features: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return short_forward(input_features, *args, **kwargs)
+
+    def short_forward(input_features: Any, *args: Any, **kwargs: Any) -> Any:
         frames = input_features.shape[-1]
         positions = frames // stride
         if positions == full_positions:

@@ -71,7 +71,7 @@ class TorchEngine:
             # The prompt is the generation config's language and task, as in training; no
             # decoder_input_ids, which would teacher-force. Without a configured language the
             # prompts carry the languages detect_languages found, one per row.
-            config.language = self.spec.language or self._prompt_languages(config, prompts)
+            config.language = self._prompt_languages(config, prompts) or self.spec.language
             config.task = self.spec.task
         with torch.inference_mode():
             output = self.model.generate(encoder_outputs=encoded, generation_config=config)
@@ -93,11 +93,13 @@ class TorchEngine:
 
     def _prompt_languages(
         self, config: GenerationConfig, prompts: list[list[int]]
-    ) -> list[str] | None:
+    ) -> str | list[str] | None:
         if not getattr(config, "lang_to_id", None):
             return None  # generate() cannot take languages without lang_to_id: it decides
         codes = {i: code for code, i in self.spec.languages.items()}
-        return [codes[prompt[1]] for prompt in prompts]
+        languages = [codes[prompt[1]] for prompt in prompts]
+        # One language for the batch is what generate() gets from the config: the same call.
+        return languages[0] if len(set(languages)) == 1 else languages
 
 
 def _device(device: str) -> str:

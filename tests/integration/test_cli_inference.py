@@ -45,7 +45,9 @@ def test_export_then_transcribe_with_both_backends(workspace: Path):
     texts = {}
     for model in ("merged/round1", str(export_dir)):
         audio = [str(workspace / "a.wav"), str(workspace / "b.pcm")]
-        result = invoke("transcribe", *audio, "--model", model, "--format", "json", *ws)
+        # One window per file, as evaluation decodes: float32 ct2 and torch agree token for token.
+        fixed = ["--longform", "chunked", "--vad", "never"]
+        result = invoke("transcribe", *audio, "--model", model, "--format", "json", *fixed, *ws)
         assert result.exit_code == 0, result.output
         texts[model] = [item["text"] for item in json.loads(result.stdout)]
         assert "real-time factor" in result.output
@@ -53,7 +55,14 @@ def test_export_then_transcribe_with_both_backends(workspace: Path):
     assert texts["merged/round1"] == texts[str(export_dir)]
 
     srt = invoke(
-        "transcribe", str(workspace / "a.wav"), "--model", str(export_dir), "--format", "srt", *ws
+        "transcribe",
+        str(workspace / "a.wav"),
+        "--model",
+        str(export_dir),
+        "--format",
+        "srt",
+        *fixed,
+        *ws,
     )
     assert srt.exit_code == 0
     assert srt.stdout.startswith("1\n00:00:00,000 --> 00:00:03,000\n")
@@ -99,3 +108,18 @@ def test_adapter_or_foreign_directory_is_a_clear_error(workspace: Path, tmp_path
     (foreign / "notes.txt").write_text("hello")
     result = invoke("transcribe", str(workspace / "a.wav"), "--model", str(foreign))
     assert result.exit_code == 1 and str(foreign) in result.output
+
+
+def test_one_bad_file_among_many_is_reported_and_the_others_transcribed(workspace: Path):
+    bad = workspace / "notes.mp3"
+    bad.write_text("not audio, only named like it", encoding="utf-8")
+    audio = [str(workspace / "a.wav"), str(bad), str(workspace / "b.pcm")]
+    fixed = ["--longform", "chunked", "--vad", "never"]
+    result = invoke(
+        "transcribe", *audio, "--model", "merged/round1", "--format", "json", *fixed,
+        "--workdir", str(workspace),
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert [Path(item["path"]).name for item in json.loads(result.stdout)] == ["a.wav", "b.pcm"]
+    assert f"not transcribed: {bad}: unreadable audio file" in result.output
+    assert "1 of 3 file(s) could not be read" in result.output

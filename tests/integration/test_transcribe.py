@@ -108,10 +108,11 @@ def test_auto_context_pads_a_batch_to_its_longest_clip_on_torch_and_ct2(
 
 
 def test_a_70_s_file_is_decoded_in_three_windows(ct2: Transcriber, tmp_path: Path) -> None:
+    # The old fixed-window path, kept as the benchmarks' baseline (test_longform has the rest).
     pieces = [clip(30.0, 150, 10), clip(30.0, 300, 11), clip(10.0, 220, 12)]
     path = tmp_path / "long.wav"
     soundfile.write(path, np.concatenate(pieces), RATE, subtype="FLOAT")
-    result = ct2.transcribe_file(path)
+    result = ct2.transcribe_windows([path])[0]
     assert [(s.start, s.end) for s in result.segments] == [(0.0, 30.0), (30.0, 60.0), (60.0, 70.0)]
     assert result.duration_s == pytest.approx(70.0)
     assert [s.text for s in result.segments] == ct2.transcribe_batch(pieces)
@@ -127,7 +128,7 @@ def test_pcm_wav_and_flac_give_the_same_transcript(ct2: Transcriber, tmp_path: P
     soundfile.write(tmp_path / "a.flac", samples, RATE, subtype="PCM_16")
     paths = [tmp_path / "a.pcm", tmp_path / "a.wav", tmp_path / "a.flac"]
     finished: list[int] = []
-    results = ct2.transcribe_files(paths, progress=finished.append)
+    results = ct2.transcribe_windows(paths, progress=finished.append)
     assert [r.path for r in results] == [str(p) for p in paths]
     assert len({r.text for r in results}) == 1
     assert results[0].text == ct2.transcribe_batch([samples.astype(np.float32) / 32768])[0]

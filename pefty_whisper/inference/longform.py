@@ -1,0 +1,426 @@
+"""Long recordings: which decode path a file takes, VAD chunks cut at pauses, speech coverage.
+
+Two paths, both run by the libraries made for them:
+
+- sequential: Whisper's own long-form decoding by timestamp tokens, with its hallucination guards
+  (temperature fallback on compression ratio and log-probability, the no-speech threshold):
+  faster-whisper's `WhisperModel.transcribe` for a CTranslate2 export (its Silero VAD as
+  `vad_filter`), transformers' long-form `generate(return_timestamps=True)` for a checkpoint.
+- chunked: Silero VAD regions merged into chunks of at most 30 s, cut in the pauses, each chunk
+  decoded with `<|notimestamps|>` by the Transcriber's batch path, so chunks of many files (or
+  many server requests) share batches, as faster-whisper's BatchedInferencePipeline does for one
+  file. The path for models that never learnt timestamps, and for ONNX. Without VAD the chunks
+  are fixed 30 s windows (the old path, kept as the benchmark's baseline).
+
+Whatever the path, where VAD heard speech that no segment covers, the file gets a warning with
+the time range: a dropped sentence is reported, not silently lost.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pefty_whisper.data.audio import SAMPLE_RATE
+from pefty_whisper.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    from pefty_whisper.inference import Segment, Transcriber
+
+__all__ = [
+    "COVERAGE_MIN_S",
+    "FilePlan",
+    "chunk_spans",
+    "decode_chunked",
+    "decode_sequential",
+    "monotonic",
+    "plan_file",
+    "predicts_timestamps",
+    "speech_regions",
+    "uncovered_speech",
+    "window_spans",
+]
+
+logger = logging.getLogger(__name__)
+
+Span = tuple[float, float]
+# Speech no segment covers is reported from this length on: shorter gaps are VAD padding.
+COVERAGE_MIN_S = 1.0
+# A segment's edges are fuzzy by about this much (timestamps, VAD padding).
+COVERAGE_SLACK_S = 0.3
+# Chunked decoding joins speech regions across pauses up to this long (natural speech), never
+# across longer silence, where Whisper would hallucinate.
+MAX_PAUSE_S = 2.0
+
+
+@dataclass(frozen=True)
+class FilePlan:
+    """How one file is cut: its decode spans, and the VAD's speech regions (None: VAD off)."""
+
+    spans: tuple[Span, ...]
+    regions: tuple[Span, ...] | None
+
+
+# --------------------------------------------------------------------------------------------
+# VAD, chunks and coverage (pure functions of times, tested on planted values)
+# --------------------------------------------------------------------------------------------
+
+
+def vad_available() -> bool:
+    return importlib.util.find_spec("faster_whisper") is not None
+
+
+def speech_regions(audio: np.ndarray, max_chunk_s: float = 30.0) -> list[Span]:
+    """Speech regions in seconds, from the Silero VAD that faster-whisper ships in its wheel
+    (BatchedInferencePipeline's settings: 160 ms pauses split, 400 ms padding)."""
+    if not vad_available():
+        raise ModelError(
+            "voice activity detection needs faster-whisper: pip install faster-whisper"
+        )
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    options = VadOptions(
+        max_speech_duration_s=max_chunk_s, min_silence_duration_ms=160, speech_pad_ms=400
+    )
+    found = get_speech_timestamps(np.asarray(audio, dtype=np.float32), options)
+    return [(r["start"] / SAMPLE_RATE, r["end"] / SAMPLE_RATE) for r in found]
+
+
+def chunk_spans(
+    regions: Sequence[Span], max_s: float, max_pause_s: float = MAX_PAUSE_S
+) -> list[Span]:
+    """Consecutive speech regions joined into spans of at most `max_s`, cut in the pauses
+    between regions; a pause longer than `max_pause_s` always cuts, so silence is never decoded
+    (a region longer than `max_s` is cut at `max_s`, which the VAD's own limit avoids)."""
+    spans: list[Span] = []
+    for start, end in regions:
+        while end - start > max_s:
+            spans.append((start, start + max_s))
+            start += max_s
+        joins = spans and start - spans[-1][1] <= max_pause_s
+        if joins and end - spans[-1][0] <= max_s and start >= spans[-1][1] - 1e-6:
+            spans[-1] = (spans[-1][0], end)
+        else:
+            spans.append((start, end))
+    return spans
+
+
+def window_spans(duration_s: float, window_s: float) -> list[Span]:
+    """Fixed consecutive windows: the path without VAD."""
+    count = max(1, math.ceil(duration_s / window_s - 1e-9))
+    return [(i * window_s, min(duration_s, (i + 1) * window_s)) for i in range(count)]
+
+
+def uncovered_speech(
+    regions: Sequence[Span],
+    segments: Sequence[Segment],
+    min_s: float = COVERAGE_MIN_S,
+    slack_s: float = COVERAGE_SLACK_S,
+) -> list[Span]:
+    """Stretches of VAD speech, at least `min_s` long, that no segment with text covers."""
+    covered = sorted((s.start - slack_s, s.end + slack_s) for s in segments if s.text.strip())
+    gaps: list[Span] = []
+    for start, end in regions:
+        cursor = start
+        for c_start, c_end in covered:
+            if c_end <= cursor or c_start >= end:
+                continue
+            if c_start > cursor:
+                gaps.append((cursor, c_start))
+            cursor = max(cursor, c_end)
+        if cursor < end:
+            gaps.append((cursor, end))
+    merged: list[Span] = []
+    for start, end in gaps:
+        if merged and start - merged[-1][1] < slack_s:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return [(round(s, 2), round(e, 2)) for s, e in merged if e - s >= min_s]
+
+
+def monotonic(segments: Sequence[Segment], duration_s: float) -> list[Segment]:
+    """Segments clipped to the file and to non-decreasing times: a model that emits a
+    timestamp past the audio's end (a random or badly fine-tuned one) cannot break subtitles."""
+    out: list[Segment] = []
+    floor = 0.0
+    for segment in segments:
+        start = min(max(segment.start, floor), duration_s)
+        end = min(max(segment.end, start), duration_s)
+        if out and start >= duration_s:
+            break
+        out.append(replace(segment, start=round(start, 3), end=round(end, 3)))
+        floor = start
+    return out
+
+
+def plan_file(audio: np.ndarray, use_vad: bool, window_s: float, chunked: bool) -> FilePlan:
+    """The spans a file is decoded in (chunked path) and its speech regions, if VAD is on."""
+    duration = len(audio) / SAMPLE_RATE
+    regions = tuple(speech_regions(audio, window_s)) if use_vad else None
+    if not chunked:
+        return FilePlan((), regions)
+    if regions is None:
+        return FilePlan(tuple(window_spans(duration, window_s)), None)
+    return FilePlan(tuple(chunk_spans(regions, window_s)), regions)
+
+
+# --------------------------------------------------------------------------------------------
+# The chunked path: every backend, batched across files
+# --------------------------------------------------------------------------------------------
+
+
+def decode_chunked(
+    transcriber: Transcriber,
+    audios: Sequence[np.ndarray],
+    plans: Sequence[FilePlan],
+    language: str | None,
+) -> list[list[Segment]]:
+    """One segment per chunk; the chunks of all files decoded together in batches."""
+    from pefty_whisper.inference import Segment
+
+    pieces, owners = [], []
+    for index, (audio, plan) in enumerate(zip(audios, plans, strict=True)):
+        for start, end in plan.spans:
+            pieces.append(audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)])
+            owners.append((index, start, end))
+    texts = transcriber.transcribe_batch(pieces, language=language) if pieces else []
+    results: list[list[Segment]] = [[] for _ in audios]
+    for (index, start, end), text in zip(owners, texts, strict=True):
+        if text:
+            results[index].append(Segment(round(start, 3), round(end, 3), text))
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# The sequential path: the libraries' own long-form decoding
+# --------------------------------------------------------------------------------------------
+
+
+def temperatures(first: float, fallback: bool) -> tuple[float, ...]:
+    """Whisper's fallback schedule from `first` up to 1.0 in steps of 0.2."""
+    if not fallback:
+        return (first,)
+    steps = [round(first + 0.2 * i, 2) for i in range(6)]
+    return tuple(t for t in steps if t <= 1.0) or (first,)
+
+
+def decode_sequential(
+    transcriber: Transcriber,
+    audios: Sequence[np.ndarray],
+    plans: Sequence[FilePlan],
+    language: str | None,
+    prompt: str | None,
+    temperature: float,
+) -> list[list[Segment]]:
+    """Timestamp decoding by faster-whisper (ct2) or transformers' generate (torch)."""
+    if transcriber.backend == "ct2":
+        return [
+            _faster_whisper(transcriber, audio, plan, language, prompt, temperature)
+            for audio, plan in zip(audios, plans, strict=True)
+        ]
+    if transcriber.backend == "torch":
+        return _transformers_long_form(transcriber, audios, plans, language, prompt, temperature)
+    raise ConfigError(
+        f"{transcriber.backend}: no sequential timestamp decoding; use decode.longform=chunked"
+    )
+
+
+def _faster_whisper(
+    transcriber: Transcriber,
+    audio: np.ndarray,
+    plan: FilePlan,
+    language: str | None,
+    prompt: str | None,
+    temperature: float,
+) -> list[Segment]:
+    from faster_whisper.vad import VadOptions
+
+    from pefty_whisper.inference import Segment
+
+    options = transcriber.options
+    whisper = transcriber.engine.whisper  # faster-whisper's WhisperModel over the same model
+    if whisper is None:
+        raise ModelError(
+            f"{transcriber.model_dir}: sequential decoding of a CTranslate2 model needs "
+            "faster-whisper and the export's tokenizer.json; or use decode.longform=chunked"
+        )
+    conditioned = options.condition_on_previous_text or prompt is not None
+    # faster-whisper refuses prompt + max_new_tokens beyond 448; a previous-text prompt takes
+    # up to half of the decoder's positions.
+    room = transcriber.spec.max_target_positions // (2 if conditioned else 1) - 4
+    segments, _ = whisper.transcribe(
+        audio,
+        language=language or transcriber.language,
+        task=transcriber.spec.task,
+        beam_size=options.beam_size,
+        best_of=options.beam_size,
+        temperature=list(temperatures(temperature, _fallback(options))),
+        compression_ratio_threshold=options.compression_ratio_threshold,
+        log_prob_threshold=options.log_prob_threshold,
+        no_speech_threshold=options.no_speech_threshold,
+        condition_on_previous_text=options.condition_on_previous_text,
+        initial_prompt=prompt,
+        without_timestamps=False,
+        max_new_tokens=min(options.max_new_tokens, room),
+        vad_filter=plan.regions is not None,
+        vad_parameters=VadOptions(min_silence_duration_ms=160, speech_pad_ms=400),
+    )
+    return [
+        Segment(
+            s.start,
+            s.end,
+            s.text.strip(),
+            avg_logprob=s.avg_logprob,
+            no_speech_prob=s.no_speech_prob,
+            compression_ratio=s.compression_ratio,
+            temperature=s.temperature,
+        )
+        for s in segments
+        if s.text.strip()
+    ]
+
+
+def _fallback(options: Any) -> bool:
+    return options.compression_ratio_threshold is not None or options.log_prob_threshold is not None
+
+
+def _transformers_long_form(
+    transcriber: Transcriber,
+    audios: Sequence[np.ndarray],
+    plans: Sequence[FilePlan],
+    language: str | None,
+    prompt: str | None,
+    temperature: float,
+) -> list[list[Segment]]:
+    """transformers' sequential long-form generate on the whole files, batched; with VAD, on the
+    speech regions joined (as faster-whisper's vad_filter does), times mapped back after."""
+    import torch
+    from faster_whisper.vad import SpeechTimestampsMap
+
+    from pefty_whisper.inference import Segment
+
+    engine, options = transcriber.engine, transcriber.options
+    inputs, maps = [], []
+    for audio, plan in zip(audios, plans, strict=True):
+        if plan.regions is None:
+            inputs.append(audio)
+            maps.append(None)
+            continue
+        samples = [
+            {"start": round(s * SAMPLE_RATE), "end": round(e * SAMPLE_RATE)}
+            for s, e in plan.regions
+        ]
+        joined = [audio[c["start"] : c["end"]] for c in samples]
+        inputs.append(np.concatenate(joined) if joined else np.zeros(0, np.float32))
+        maps.append(SpeechTimestampsMap(samples, SAMPLE_RATE) if samples else None)
+    keep = [i for i, x in enumerate(inputs) if len(x) > 0]
+    results: list[list[Segment]] = [[] for _ in audios]
+    if not keep:
+        return results
+    features = transcriber.feature_extractor(
+        [inputs[i] for i in keep],
+        sampling_rate=SAMPLE_RATE,
+        return_tensors="pt",
+        truncation=False,
+        padding="longest",
+        return_attention_mask=True,
+    )
+    if features.input_features.shape[-1] < transcriber.feature_extractor.nb_max_frames:
+        # Short files: one 30 s window each, as the model was trained.
+        features = transcriber.feature_extractor(
+            [inputs[i] for i in keep],
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            return_attention_mask=True,
+        )
+    config = copy.deepcopy(engine.model.generation_config)
+    config.max_length = None
+    config.max_new_tokens = min(options.max_new_tokens, transcriber.spec.max_target_positions // 2)
+    config.num_beams = options.beam_size
+    config.return_timestamps = True
+    if transcriber.spec.multilingual:
+        config.language = language or transcriber.language
+        config.task = transcriber.spec.task
+    kwargs: dict[str, Any] = {}
+    if prompt:
+        ids = transcriber.tokenizer.get_prompt_ids(prompt, return_tensors="pt")
+        kwargs["prompt_ids"] = ids.to(engine.device)
+    temps = temperatures(temperature, _fallback(options))
+    with torch.inference_mode():
+        output = engine.model.generate(
+            features.input_features.to(engine.device, engine.dtype),
+            attention_mask=features.attention_mask.to(engine.device),
+            generation_config=config,
+            return_segments=True,
+            condition_on_prev_tokens=options.condition_on_previous_text,
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            logprob_threshold=options.log_prob_threshold,
+            # transformers' no-speech check needs the log-probability one (it fails without).
+            no_speech_threshold=options.no_speech_threshold
+            if options.log_prob_threshold is not None
+            else None,
+            temperature=temps if len(temps) > 1 else temps[0],
+            do_sample=False,
+            **kwargs,
+        )
+    for row, index in enumerate(keep):
+        for segment in _hf_segments(output, row):
+            text = transcriber.detokenize(segment["tokens"].tolist())
+            if not text:
+                continue
+            start, end = float(segment["start"]), float(segment["end"])
+            if maps[index] is not None:
+                joined_s = len(inputs[index]) / SAMPLE_RATE
+                start, end = min(start, joined_s), min(end, joined_s)
+                start = maps[index].get_original_time(start)
+                end = maps[index].get_original_time(end, is_end=True)
+            results[index].append(Segment(round(start, 3), round(end, 3), text))
+    return results
+
+
+def _hf_segments(output: Any, row: int) -> list[dict[str, Any]]:
+    if isinstance(output, dict) and "segments" in output:
+        return list(output["segments"][row])
+    return []
+
+
+def predicts_timestamps(transcriber: Transcriber, audio: np.ndarray) -> bool:
+    """Whether the model, left to choose after `<|lang|><|task|>`, starts with a timestamp
+    rather than `<|notimestamps|>`: a model fine-tuned without timestamps has unlearnt them."""
+    import torch
+
+    engine = transcriber.engine
+    window = audio[: transcriber.window_samples]
+    features = transcriber.feature_extractor(
+        window, sampling_rate=SAMPLE_RATE, return_tensors="pt"
+    ).input_features
+    prompt = transcriber.prompt_ids()[:-1]  # without <|notimestamps|>
+    no_timestamps = transcriber.prompt_ids()[-1]
+    with torch.inference_mode():
+        logits = (
+            engine.model(
+                input_features=features.to(engine.device, engine.dtype),
+                decoder_input_ids=torch.tensor([prompt], device=engine.device),
+            )
+            .logits[0, -1]
+            .float()
+        )
+    logprobs = torch.log_softmax(logits, dim=-1)
+    timestamp = torch.logsumexp(logprobs[no_timestamps + 1 :], dim=-1)
+    answer = bool(timestamp > logprobs[no_timestamps])
+    logger.info(
+        "%s %s timestamps (log p: timestamps %.2f, <|notimestamps|> %.2f)",
+        transcriber.model_dir,
+        "predicts" if answer else "does not predict",
+        float(timestamp),
+        float(logprobs[no_timestamps]),
+    )
+    return answer
