@@ -31,11 +31,16 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken"]
 
 
+# The workspace's own folders: `merged/round9` is a missing round, never a hub id.
+WORKSPACE_FOLDERS = ("merged", "adapters", "exports", "imported", "data", "eval")
+
+
 def resolve_model_dir(name_or_path: str | Path, root: Path | None = None) -> Path:
     """A local model directory for `name_or_path`: itself, or the hub snapshot of a model id.
 
     Every later step (hashing, merging, exporting) works on files, so hub ids are resolved once
-    here; offline, a model id works only if it is already in the Hugging Face cache.
+    here. A hub id is `owner/name` that is not a local path; offline it works only if it is
+    already in the Hugging Face cache.
     """
     candidate = Path(name_or_path)
     if not candidate.is_absolute() and root is not None:
@@ -43,40 +48,105 @@ def resolve_model_dir(name_or_path: str | Path, root: Path | None = None) -> Pat
     if candidate.exists():
         return check_model_dir(candidate)
     text = str(name_or_path)
-    if text.count("/") != 1 or text.startswith((".", "/")):
-        raise ModelError(f"{candidate}: model directory not found")
+    if not looks_like_hub_id(text, root):
+        raise ModelError(f"{candidate}: model directory not found{_missing_hint(text, root)}")
     from huggingface_hub import snapshot_download
 
     try:
         snapshot = snapshot_download(text, allow_patterns=HUB_FILES)
     except Exception as exc:  # the hub raises many types: offline, gated, missing
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+        where = (
+            "not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
+            if offline
+            else (f"not downloadable from the Hugging Face hub ({type(exc).__name__})")
+        )
         raise ModelError(
-            f"{text}: not a local directory and not downloadable from the Hugging Face hub "
-            f"({type(exc).__name__}); pass a local model directory"
+            f"{text}: not a local directory (looked in {candidate}) and {where}; "
+            "pass a local model directory"
         ) from exc
     return check_model_dir(Path(snapshot))
 
 
+def looks_like_hub_id(text: str, root: Path | None = None) -> bool:
+    """`openai/whisper-small`: one slash, no path syntax, and not a folder of this workspace
+    or of the current directory (`merged/round9` is a round that does not exist yet)."""
+    first = text.split("/", 1)[0]
+    if text.count("/") != 1 or text.startswith((".", "/", "~")) or "\\" in text:
+        return False
+    if first in WORKSPACE_FOLDERS or Path(first).is_dir():
+        return False
+    return not (root is not None and (root / first).is_dir())
+
+
+def _missing_hint(text: str, root: Path | None) -> str:
+    parts = Path(text).parts
+    if len(parts) != 2 or parts[0] not in ("merged", "adapters") or root is None:
+        return ""
+    found = sorted(p.name for p in (root / parts[0]).glob("round*") if p.is_dir())
+    have = f"; it has {', '.join(found)}" if found else ""
+    command = "pefty merge" if parts[0] == "merged" else "pefty train"
+    index = parts[1].removeprefix("round")
+    step = f"`{command} --round {index}`" if index.isdigit() else f"`{command}`"
+    return f" in the workspace {root}{have}: {step} writes {parts[0]}/{parts[1]}"
+
+
 def check_model_dir(path: Path) -> Path:
     """Fail early, with the way out, on directories that are not a Whisper checkpoint."""
+    if not path.is_dir():
+        raise ModelError(f"{path} is a file, not a model directory")
     if (path / "adapter_config.json").is_file():
         raise ModelError(f"{path} holds a LoRA adapter, not a model: run `pefty merge` first")
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: no config.json, so not a transformers model directory")
-    if not any(path.glob(pattern) for pattern in WEIGHT_PATTERNS):
-        raise ModelError(f"{path}: config.json but no weights (*.safetensors)")
+    if not any(any(path.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise ModelError(
+            f"{path}: config.json but no weights (*.safetensors): copy the weight files too"
+        )
     return path
 
 
 def load_processor(model_dir: Path, language: str, task: str) -> WhisperProcessor:
-    """Processor whose tokenizer writes the `<|ko|><|transcribe|><|notimestamps|>` prefix."""
+    """Processor whose tokenizer writes the `<|ko|><|transcribe|><|notimestamps|>` prefix.
+
+    A tokenizer without a pad token, or a generation config that cannot be told the language,
+    would fail only at the first validation, after training steps: refused here instead.
+    """
     from transformers import WhisperConfig, WhisperProcessor
 
+    check_generation_config(model_dir, language)
     processor = WhisperProcessor.from_pretrained(model_dir)
+    if processor.tokenizer.pad_token_id is None:
+        raise ModelError(
+            f"{model_dir}: the tokenizer has no pad token (Whisper pads with <|endoftext|>): "
+            'set "pad_token": "<|endoftext|>" in its tokenizer_config.json, or copy the '
+            "tokenizer files from the checkpoint it came from"
+        )
     n_mels = WhisperConfig.from_pretrained(model_dir).num_mel_bins
     processor.feature_extractor = with_mel_bins(processor.feature_extractor, n_mels, model_dir)
     processor.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
     return processor
+
+
+def check_generation_config(model_dir: Path, language: str) -> None:
+    """generate() forces the language through generation_config.json's lang_to_id table."""
+    import json
+
+    from pefty_whisper.whisper_files import language_code
+
+    path = Path(model_dir) / "generation_config.json"
+    try:
+        generation = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except ValueError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc})") from exc
+    token = f"<|{language_code(language)}|>"
+    if token not in (generation.get("lang_to_id") or {}):
+        what = "no generation_config.json" if not path.is_file() else f"{path.name} has no {token}"
+        raise ModelError(
+            f"{model_dir}: {what} in its language table (lang_to_id), so Whisper cannot be "
+            "told to decode that language: copy generation_config.json from the Whisper "
+            "checkpoint this model came from"
+        )
 
 
 def with_mel_bins(
@@ -118,9 +188,21 @@ def compute_dtype(precision: Precision) -> torch.dtype:
     """fp32 on the CPU (no fast half kernels there); bf16 on GPUs that have it, else fp16."""
     if precision == "fp32" or (precision == "auto" and not torch.cuda.is_available()):
         return torch.float32
-    if precision == "bf16" or (precision == "auto" and torch.cuda.is_bf16_supported()):
+    if precision == "bf16" or (precision == "auto" and has_native_bf16()):
         return torch.bfloat16
     return torch.float16
+
+
+def has_native_bf16() -> bool:
+    """bf16 in hardware: Ampere (sm80) and later, or ROCm.
+
+    `torch.cuda.is_bf16_supported()` also says yes on T4, V100 and RTX 20xx, which only emulate
+    bf16 (and cuDNN has no bf16 convolutions below sm80): slow, so `auto` gives them fp16.
+    """
+    if torch.version.hip:
+        return True
+    major, _ = torch.cuda.get_device_capability(training_device())
+    return major >= 8
 
 
 def load_base_model(
@@ -131,6 +213,10 @@ def load_base_model(
 
     dtype = compute_dtype(precision)
     device = training_device()
+    if device.type == "cuda":
+        # Each rank's CUDA context, bitsandbytes' quantization and NCCL use the current device,
+        # which is GPU 0 until set: every rank would put a context (and work) on GPU 0.
+        torch.cuda.set_device(device)
     kwargs: dict = {"dtype": dtype}
     if quant == "8bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
@@ -147,6 +233,7 @@ def load_base_model(
         # LLM.int8 quantizes activations in fp16; on the CPU (fp32 compute) bitsandbytes logs
         # that cast on every matmul, which would bury the training log.
         logging.getLogger("bitsandbytes.autograd._functions").addFilter(_drop_int8_cast_notice)
+        free_unused_int8_inputs()
     if quant != "none":
         # One full copy per process, on that process's device (also under a launcher).
         kwargs["device_map"] = {"": device}
@@ -161,6 +248,43 @@ def load_base_model(
 
 def _drop_int8_cast_notice(record: logging.LogRecord) -> bool:
     return "inputs will be cast from" not in record.getMessage()
+
+
+def free_unused_int8_inputs() -> None:
+    """Stop bitsandbytes' int8 matmuls from holding every 8-bit linear's input until backward.
+
+    `MatMul8bitLt` (GPU) and `MatMul8bitFp` (CPU training) keep their input, and its outlier
+    columns, as attributes of the autograd context, where gradient checkpointing cannot reach
+    them; only the weight's gradient reads them, and int8 weights have none. So checkpointing
+    freed nothing for 8-bit layers (about 14 bytes per frame and d_model per encoder layer at
+    16 bits). Dropping them after the forward leaves backward bit-identical. Process-wide and
+    idempotent: bitsandbytes' `matmul` looks both classes up in its module at every call.
+    """
+    from bitsandbytes.autograd import _functions as functions
+
+    if getattr(functions, "_pefty_frees_unused_inputs", False):
+        return
+    lt, fp = functions.MatMul8bitLt, functions.MatMul8bitFp
+
+    class MatMul8bitLtFreeingInput(lt):
+        @staticmethod
+        def forward(ctx, A, B, out=None, bias=None, state=None):  # noqa: N803 - upstream names
+            output = lt.forward(ctx, A, B, out, bias, state)
+            if not ctx.needs_input_grad[1] and not ctx.is_empty:
+                ctx.tensors = (ctx.tensors[0], None, None)  # (CAt, subA, A): subA, A unread
+            return output
+
+    class MatMul8bitFpFreeingInput(fp):
+        @staticmethod
+        def forward(ctx, A, B, out=None, bias=None, state=None):  # noqa: N803 - upstream names
+            output = fp.forward(ctx, A, B, out, bias, state)
+            if not ctx.needs_input_grad[1]:
+                ctx.A = None
+            return output
+
+    functions.MatMul8bitLt = MatMul8bitLtFreeingInput
+    functions.MatMul8bitFp = MatMul8bitFpFreeingInput
+    functions._pefty_frees_unused_inputs = True
 
 
 def enforce_language(

@@ -1,7 +1,7 @@
 """Estimate the GPU memory of one LoRA training round per Whisper size, from parameter counts.
 
 An estimate, not a measurement: it is what the README's GPU table prints where no GPU was at
-hand to measure (`scripts/bench_train.py --large-v3-gpu` measures large-v3 on a CUDA machine).
+hand to measure (`scripts/gpu_check.py` measures large-v3 and the rest on a CUDA machine).
 Parameter counts are exact: each architecture is built on PyTorch's meta device (no weights, no
 hub) and counted, and LoRA is attached with the toolkit's own default config. The formula:
 
@@ -17,6 +17,11 @@ hub) and counted, and LoRA is attached with the toolkit's own default config. Th
                     attention matrix, 2 B x batch x heads x 1500^2, in case PyTorch picks its
                     math kernel over a fused one), plus the fp32 logits and their gradient
                     (8 B x batch x label tokens x vocabulary)
+    int8 inputs     only with --int8-keeps-inputs (bitsandbytes' own behaviour, before
+                    model.free_unused_int8_inputs): every 8-bit linear keeps its 16-bit input
+                    on the autograd context, out of reach of checkpointing: 14 B x batch x
+                    tokens x d_model per encoder layer (q/k/v, out_proj, fc1, and fc2's 4x-wide
+                    input), 18 B x batch x label tokens x d_model per decoder layer
 
 Example:
     python scripts/estimate_gpu_memory.py --batch-size 8 --label-tokens 64
@@ -80,7 +85,15 @@ def lora_parameters(model: torch.nn.Module, lora: LoraSection) -> int:
     return total
 
 
-def estimate(size: str, quant: str, batch: int, label_tokens: int) -> dict[str, float]:
+# 16-bit values per token and d_model that bitsandbytes' int8 matmuls kept per layer: the shared
+# q/k/v input, out_proj's, fc1's and fc2's (4 x d_model); the decoder adds cross-attention's
+# q_proj and out_proj inputs (its k/v input is the encoder output, alive anyway).
+INT8_KEPT_VALUES = {"encoder": 7, "decoder": 9}
+
+
+def estimate(
+    size: str, quant: str, batch: int, label_tokens: int, int8_keeps_inputs: bool = False
+) -> dict[str, float]:
     dims = SIZES[size]
     model = build_on_meta(dims)
     linear = sum(
@@ -102,7 +115,18 @@ def estimate(size: str, quant: str, batch: int, label_tokens: int) -> dict[str, 
     recomputed = 2 * RECOMPUTED_LAYER_VALUES * batch * ENCODER_TOKENS * d
     recomputed += 2 * batch * dims["heads"] * ENCODER_TOKENS**2
     logits = 8 * batch * label_tokens * model.config.vocab_size
-    activations = kept_inputs + recomputed + logits
+    int8_inputs = 0
+    if quant == "8bit" and int8_keeps_inputs:
+        int8_inputs = (
+            2
+            * batch
+            * d
+            * (
+                INT8_KEPT_VALUES["encoder"] * dims["encoder_layers"] * ENCODER_TOKENS
+                + INT8_KEPT_VALUES["decoder"] * dims["decoder_layers"] * label_tokens
+            )
+        )
+    activations = kept_inputs + recomputed + logits + int8_inputs
     return {
         "parameters": total,
         "layers": layers,
@@ -110,6 +134,7 @@ def estimate(size: str, quant: str, batch: int, label_tokens: int) -> dict[str, 
         "lora_parameters": lora,
         "lora_gb": 16 * lora / GB,
         "activations_gb": activations / GB,
+        "int8_inputs_gb": int8_inputs / GB,
         "total_gb": (weights + 16 * lora + activations) / GB + CUDA_OVERHEAD_GB,
     }
 
@@ -126,17 +151,19 @@ def estimate(size: str, quant: str, batch: int, label_tokens: int) -> dict[str, 
 def main(batch_size: int, label_tokens: int) -> None:
     """Print the README's table: estimated GPU memory per Whisper size and quantization."""
     click.echo(
-        "| model | parameters | LoRA params (r=32) | 8bit | 4bit | none (fp16) |\n"
-        "|---|---:|---:|---:|---:|---:|"
+        "| model | parameters | LoRA params (r=32) | 8bit | 4bit | none (bf16) "
+        "| 8bit, inputs kept (before the fix) |\n|---|---:|---:|---:|---:|---:|---:|"
     )
     for size in SIZES:
         rows = {q: estimate(size, q, batch_size, label_tokens) for q in LINEAR_BYTES}
+        kept = estimate(size, "8bit", batch_size, label_tokens, int8_keeps_inputs=True)
         first = rows["8bit"]
         cells = [
             size,
             f"{first['parameters'] / 1e6:,.0f} M",
             f"{first['lora_parameters'] / 1e6:,.1f} M",
             *(f"{rows[q]['total_gb']:.1f} GB" for q in ("8bit", "4bit", "none")),
+            f"{kept['total_gb']:.1f} GB",
         ]
         click.echo("| " + " | ".join(cells) + " |")
     click.echo(

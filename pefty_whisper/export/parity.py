@@ -132,7 +132,9 @@ def compare_with_torch(
     return {
         "prompt": prompt,
         "language": exported.language,
-        "compute_type": export_options.compute_type,
+        # What the export really decoded with: on a GPU without CTranslate2's CUDA libraries
+        # the engine falls back to the CPU.
+        "compute_type": getattr(exported.engine, "compute_type", export_options.compute_type),
         "max_new_tokens": torch_options.max_new_tokens,
         "torch_tokens": torch_tokens,
         "torch": torch_texts,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 from click.testing import CliRunner
 from fixtures import tiny_whisper_config
@@ -49,3 +50,16 @@ def test_table_has_every_size_and_8bit_saves_memory() -> None:
         assert int8["total_gb"] < fp16["total_gb"]
     large = script.estimate("large-v3", "8bit", 8, 64)
     assert 1.5e9 < large["parameters"] < 1.6e9  # whisper-large-v3 has 1,550 M parameters
+
+
+def test_int8_inputs_term_is_what_bitsandbytes_kept() -> None:
+    """Before model.free_unused_int8_inputs, each 8-bit linear's 16-bit input stayed alive:
+    14 bytes per frame and d_model per encoder layer, 18 per label token per decoder layer."""
+    script = load_script()
+    freed = script.estimate("large-v3", "8bit", 8, 64)
+    kept = script.estimate("large-v3", "8bit", 8, 64, int8_keeps_inputs=True)
+    expected = (14 * 8 * 1500 * 1280 * 32 + 18 * 8 * 64 * 1280 * 32) / 2**30
+    assert kept["int8_inputs_gb"] == freed["int8_inputs_gb"] + expected
+    assert kept["total_gb"] - freed["total_gb"] == pytest.approx(expected)
+    assert freed["total_gb"] < 12 < kept["total_gb"]  # a 12 GB card: fits only with the fix
+    assert script.estimate("large-v3", "none", 8, 64, int8_keeps_inputs=True)["int8_inputs_gb"] == 0

@@ -7,6 +7,7 @@ import torch
 
 from pefty_whisper.config import load_config
 from pefty_whisper.errors import ConfigError
+from pefty_whisper.model import compute_dtype, free_unused_int8_inputs, load_base_model
 from pefty_whisper.train import (
     deepspeed_config,
     default_round_plan,
@@ -69,3 +70,110 @@ def test_resume_skips_a_checkpoint_killed_while_being_written(tmp_path):
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert not (tmp_path / "checkpoint-10").exists()
     assert last_complete_checkpoint(tmp_path / "none") is None
+
+
+def test_presets_build_torch_adamw_so_no_optimizer_is_compiled():
+    """DeepSpeed's own Adam (FusedAdam, CPUAdam under offload) is JIT-built with nvcc at the
+    first step, which a pip-only CUDA install cannot do ("CUDA_HOME does not exist")."""
+    for preset in ("zero2", "zero2_offload", "zero3"):
+        quant = "4bit" if preset == "zero3" else "8bit"
+        optimizer = deepspeed_config(preset, quant)["optimizer"]
+        assert optimizer["type"] == "AdamW" and optimizer["params"]["torch_adam"] is True, preset
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ((7, 5), torch.float16),
+        ((7, 0), torch.float16),
+        ((8, 0), torch.bfloat16),
+        ((8, 9), torch.bfloat16),
+    ],
+)
+def test_precision_auto_gives_bf16_only_where_the_card_has_it(monkeypatch, capability, expected):
+    """T4 / RTX 20xx (sm75) and V100 (sm70) only emulate bf16, which torch still reports."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert compute_dtype("auto") == expected
+    assert compute_dtype("fp16") == torch.float16 and compute_dtype("fp32") == torch.float32
+
+
+def test_each_rank_sets_its_gpu_before_loading_its_model(monkeypatch, tmp_path):
+    """Without set_device, every rank's CUDA context and bitsandbytes' work land on GPU 0."""
+    import bitsandbytes.autograd._functions  # noqa: F401 - imported before CUDA is faked
+    import transformers
+
+    calls = []
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set", device)))
+
+    class Loaded:
+        def to(self, device):
+            return self
+
+    def from_pretrained(path, **kwargs):
+        calls.append(("load", kwargs.get("device_map")))
+        return Loaded()
+
+    monkeypatch.setattr(
+        transformers.WhisperForConditionalGeneration, "from_pretrained", from_pretrained
+    )
+    load_base_model(tmp_path, "8bit", "fp32")
+    cuda1 = torch.device("cuda", 1)
+    assert calls == [("set", cuda1), ("load", {"": cuda1})]
+
+
+def _upstream(cls: type) -> type:
+    """bitsandbytes' own class, also after free_unused_int8_inputs replaced it."""
+    return cls.__bases__[0] if cls.__name__.endswith("FreeingInput") else cls
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["MatMul8bitFp", "MatMul8bitLt"])
+def test_int8_linears_free_their_input_under_checkpointing(monkeypatch, training):
+    """bitsandbytes keeps each int8 matmul's input on the autograd context, out of reach of
+    gradient checkpointing, though backward never reads it; freed, the gradients stay the same.
+
+    On the CPU a training-mode layer runs MatMul8bitFp, an eval-mode one MatMul8bitLt (the GPU's).
+    """
+    import gc
+    import weakref
+
+    import bitsandbytes as bnb
+    from bitsandbytes.autograd import _functions as functions
+    from torch.utils.checkpoint import checkpoint
+
+    monkeypatch.setattr(functions, "MatMul8bitLt", _upstream(functions.MatMul8bitLt))
+    monkeypatch.setattr(functions, "MatMul8bitFp", _upstream(functions.MatMul8bitFp))
+    monkeypatch.setattr(functions, "_pefty_frees_unused_inputs", False, raising=False)
+    torch.manual_seed(0)
+    reference = torch.nn.Linear(64, 96)
+    layer = bnb.nn.Linear8bitLt(64, 96, has_fp16_weights=False, threshold=6.0)
+    layer.load_state_dict(reference.state_dict())
+    layer = layer.to("cpu").train(training)
+
+    def step() -> tuple[bool, torch.Tensor]:
+        x = (
+            3 * torch.randn(2, 10, 64, generator=torch.Generator().manual_seed(1))
+        ).requires_grad_()
+        inputs = []
+
+        def block(x: torch.Tensor) -> torch.Tensor:
+            hidden = x * 1.5  # the layer's input: an activation checkpointing should free
+            inputs.append(weakref.ref(hidden))
+            return layer(hidden)
+
+        out = checkpoint(block, x, use_reentrant=False)
+        gc.collect()
+        kept = inputs[0]() is not None
+        out.float().square().sum().backward()
+        return kept, x.grad
+
+    kept_upstream, grad_upstream = step()
+    free_unused_int8_inputs()
+    kept, grad = step()
+    assert kept_upstream, "bitsandbytes no longer keeps the input: the fix may be dropped"
+    assert not kept
+    assert torch.equal(grad, grad_upstream)
