@@ -19,7 +19,13 @@ import torch
 
 from pefty_whisper.config import Config
 from pefty_whisper.errors import ModelError, PeftyError
-from pefty_whisper.files import atomic_directory, package_versions, weights_hash
+from pefty_whisper.files import (
+    atomic_directory,
+    disk_full_error,
+    is_disk_full,
+    package_versions,
+    weights_hash,
+)
 from pefty_whisper.model import enforce_language, load_processor
 from pefty_whisper.workspace import MergeCheck, MergeRecord, RoundRecord, Workspace
 
@@ -116,7 +122,12 @@ def merge_into(
             )
         processor = load_processor(base_dir, model_section.language, model_section.task)
         enforce_language(merged, processor, model_section)
-        save_checkpoint(merged.to(DTYPES[dtype]), processor, staging)
+        try:
+            save_checkpoint(merged.to(DTYPES[dtype]), processor, staging)
+        except Exception as exc:
+            if is_disk_full(exc):  # one line naming where, not a safetensors traceback
+                raise disk_full_error(out_dir, "saving the merged model") from exc
+            raise
         merge_record = MergeRecord(
             round=round_index or record.round,
             adapter_dir=adapter_dir,

@@ -46,15 +46,26 @@ _INNER_MARK = re.compile(r"[/+]")
 # notation only; the words they mark are kept.
 _NOTATION_ONLY = re.compile(r"[*#()]")
 
+# Inside a spelling side the marks are text or notation by what they follow: after Hangul a `/`
+# or `+` is a filler or repetition mark (`(아/ 그러니까)/(...)`, `(그+ 그)/(...)`), after a Latin
+# letter, digit or symbol it is part of the word (`A/S`, `C++`, `A+`). Likewise `*` and `#`
+# next to Hangul are notation, while `C#` and `5*3` are text. Noise tags are whole tokens.
+_HANGUL = "\uac00-\ud7a3\u3131-\u318e"
+_SPELLING_MARK_BETWEEN = re.compile(f"(?<=[{_HANGUL}])[/+]+(?=[^\\s/+])")
+_SPELLING_MARK_END = re.compile(f"(?<=[{_HANGUL}])[/+]+")
+_SPELLING_STAR = re.compile(f"(?<=[{_HANGUL}])\\*|\\*(?=[{_HANGUL}])|(?<!\\S)\\*(?!\\S)")
+_SPELLING_RARE = re.compile(f"(?<![^\\s(])#(?=[{_HANGUL}])")
+
 _MODES: tuple[str, ...] = get_args(NormalizeMode)
 
 
 def normalize_transcript(text: str, mode: NormalizeMode = "spelling") -> str:
     """Turn one ETRI-notation transcript into a Whisper training target.
 
-    ``spelling`` (the default) keeps the spelling side of each dual transcription verbatim, so
-    digits, Latin letters and symbols such as ``70%``, ``A/S`` or ``C++`` stay as written; that is
-    what Whisper writes. ``phonetic`` keeps the pronunciation side instead (Hangul as spoken).
+    ``spelling`` (the default) keeps the spelling side of each dual transcription as written, so
+    digits, Latin letters and symbols such as ``70%``, ``A/S`` or ``C++`` stay; that is what
+    Whisper writes. Only the marks that follow Hangul there (fillers, repetitions) and noise tags
+    are notation and go. ``phonetic`` keeps the pronunciation side instead (Hangul as spoken).
     Outside duals, both modes remove noise tags, keep filler and repeated words without their
     ``/`` or ``+``, and remove ``*``, ``#`` and stray parentheses.
 
@@ -72,13 +83,18 @@ def normalize_transcript(text: str, mode: NormalizeMode = "spelling") -> str:
         return _collapse_spaces(text)
 
     # Dual sides are handled apart from the surrounding text: the spelling side is text as
-    # written, where `/`, `+` and `#` are real characters (`A/S`, `C++`, `C#`).
+    # written, where `/`, `+` and `#` after Latin letters, digits or symbols are real characters
+    # (`A/S`, `C++`, `C#`); after Hangul they are marks (`(아/ 그러니까)/(...)`).
     pieces: list[str] = []
     position = 0
     for match in _DUAL.finditer(text):
         pieces.append(_strip_notation(text[position : match.start()]))
         spelling, pronunciation = match.group(1), match.group(2)
-        pieces.append(spelling if mode == "spelling" else _strip_notation(pronunciation))
+        pieces.append(
+            _strip_spelling_notation(spelling)
+            if mode == "spelling"
+            else _strip_notation(pronunciation)
+        )
         position = match.end()
     pieces.append(_strip_notation(text[position:]))
 
@@ -95,6 +111,15 @@ def _strip_notation(text: str) -> str:
     text = _WORD_END_MARK.sub("", text)
     text = _INNER_MARK.sub(" ", text)
     return _NOTATION_ONLY.sub("", text)
+
+
+def _strip_spelling_notation(side: str) -> str:
+    """Remove the ETRI marks a spelling side carries (they follow Hangul), keep `A/S`, `C++`."""
+    side = _NOISE_TAG.sub(" ", side)
+    side = _SPELLING_MARK_BETWEEN.sub(" ", side)
+    side = _SPELLING_MARK_END.sub("", side)
+    side = _SPELLING_STAR.sub("", side)
+    return _SPELLING_RARE.sub("", side)
 
 
 def _collapse_spaces(text: str) -> str:

@@ -176,6 +176,7 @@ class _StateDictBuilder:
         self.state: dict[str, torch.Tensor] = {}
         self.used: set[str] = set()
         self._cache: dict[str, torch.Tensor] = {}
+        self._handed_out: set[int] = set()  # ids of cached tensors already in the state dict
 
     def take(self, name: str) -> torch.Tensor:
         import torch
@@ -190,7 +191,14 @@ class _StateDictBuilder:
         return self._cache[resolved]
 
     def copy(self, hf_name: str, ct2_name: str) -> None:
-        self.state[hf_name] = self.take(ct2_name)
+        """One tensor per weight: the converter stores equal tensors once (aliases: untouched
+        zero biases, unit LayerNorm weights), and safetensors refuses weights that share memory.
+        """
+        tensor = self.take(ct2_name)
+        if id(tensor) in self._handed_out:
+            tensor = tensor.clone()
+        self._handed_out.add(id(tensor))
+        self.state[hf_name] = tensor
 
     def linear(self, hf: str, ct2: str) -> None:
         self.copy(f"{hf}.weight", f"{ct2}/weight")

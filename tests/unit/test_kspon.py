@@ -148,6 +148,37 @@ BOTH_MODES = [
         "어 그 사람 K-pop 좋아해",
         id="slash-between-words-becomes-space-hyphen-kept",
     ),
+    # Marks inside a spelling side: notation after Hangul, text after Latin letters and symbols.
+    pytest.param(
+        "(아/ 그러니까)/(아/ 그러니까) 내가 (A/S)/(에이 에스) 맡겼어",
+        "아 그러니까 내가 A/S 맡겼어",
+        "아 그러니까 내가 에이 에스 맡겼어",
+        id="filler-inside-both-sides-removed-slash-after-latin-kept",
+    ),
+    pytest.param(
+        "(그+ 그 사람)/(그+ 그 사람)이 (C++)/(씨 플플) 배워",
+        "그 그 사람이 C++ 배워",
+        "그 그 사람이 씨 플플 배워",
+        id="repetition-inside-both-sides-removed-plus-after-latin-kept",
+    ),
+    pytest.param(
+        "(b/ 3시)/(b/ 세 시)에 (C#)/(씨샵)이랑 (A+)/(에이 플러스) 받았어",
+        "3시에 C#이랑 A+ 받았어",
+        "세 시에 씨샵이랑 에이 플러스 받았어",
+        id="noise-tag-inside-sides-removed-symbols-after-latin-kept",
+    ),
+    pytest.param(
+        "(어/그 KBS)/(어/그 케이비에스)랑 (뭐*)/(뭐*) (그/+ 그)/(그/+ 그)",
+        "어 그 KBS랑 뭐 그 그",
+        "어 그 케이비에스랑 뭐 그 그",
+        id="slash-between-hangul-star-and-combined-marks-inside-sides",
+    ),
+    pytest.param(
+        "(5*3)/(오 곱하기 삼)은 (#그거)/(그거)야",
+        "5*3은 그거야",
+        "오 곱하기 삼은 그거야",
+        id="star-between-digits-kept-rare-prefix-before-hangul-removed",
+    ),
     pytest.param(
         "(그렇게)/(그러케) 하면 #KBS 나와",
         "그렇게 하면 KBS 나와",
