@@ -9,12 +9,14 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pefty_whisper.data.table import TableBuilder, Utterance, UtteranceTable
 from pefty_whisper.errors import DataError
 from pefty_whisper.files import atomic_write_text
 
@@ -35,15 +37,6 @@ def round_manifest_name(part: int, split: str) -> str:
 
 
 @dataclass(frozen=True)
-class Utterance:
-    path: str  # absolute, or relative to the manifest's directory in the file
-    sentence: str  # the normalized Whisper target
-    duration: float | None = None  # seconds; kept so batches can be grouped by length
-    id: str = ""
-    raw: str = ""  # the transcript before normalization, for auditing
-
-
-@dataclass(frozen=True)
 class Reject:
     source: str
     line: int
@@ -54,11 +47,15 @@ class Reject:
 @dataclass
 class Manifest:
     path: Path
-    utterances: list[Utterance]
+    # read_manifest gives an UtteranceTable (columns, shared by forked loader workers);
+    # prepare builds plain lists
+    utterances: Sequence[Utterance]
     rejects: list[Reject] = field(default_factory=list)
 
     @property
     def hours(self) -> float:
+        if isinstance(self.utterances, UtteranceTable):
+            return float(self.utterances.durations_or_zero().sum()) / 3600
         return sum(u.duration or 0.0 for u in self.utterances) / 3600
 
     def reject_counts(self) -> Counter[str]:
@@ -66,30 +63,36 @@ class Manifest:
 
 
 def read_manifest(path: str | Path, check_audio: bool = True) -> Manifest:
-    """Read a manifest, skipping (and recording) rows that cannot be trained on."""
+    """Read a manifest, skipping (and recording) rows that cannot be trained on.
+
+    Rows are streamed into columns (table.py): a 124,000-row file never exists as 124,000
+    objects, in this process or in the loader workers forked from it.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (run `pefty prepare` to create it)")
+    rows = TableBuilder()
+    rejects: list[Reject] = []
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+            if missing:
+                found = ", ".join(reader.fieldnames or []) or "none"
+                raise DataError(
+                    f"{path}: missing column '{missing[0]}' (found: {found}); "
+                    "convert it with `pefty prepare csv`"
+                )
+            base_dir = path.parent
+            for row in reader:
+                reason = _add_row(rows, row, base_dir, check_audio)
+                if reason:
+                    rejects.append(
+                        Reject(str(path), reader.line_num, row.get("path") or "", reason)
+                    )
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (save the CSV as UTF-8)") from exc
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        found = ", ".join(reader.fieldnames or []) or "none"
-        raise DataError(
-            f"{path}: missing column '{missing[0]}' (found: {found}); "
-            "convert it with `pefty prepare csv`"
-        )
-    manifest = Manifest(path=path, utterances=[])
-    for row in reader:
-        line = reader.line_num
-        utterance, reason = _row_to_utterance(row, path.parent, check_audio)
-        if utterance is None:
-            manifest.rejects.append(Reject(str(path), line, row.get("path") or "", reason))
-        else:
-            manifest.utterances.append(utterance)
+    manifest = Manifest(path=path, utterances=rows.build(), rejects=rejects)
     if manifest.rejects:
         logger.warning(
             "%s: skipped %d bad rows (%s)",
@@ -100,33 +103,29 @@ def read_manifest(path: str | Path, check_audio: bool = True) -> Manifest:
     return manifest
 
 
-def _row_to_utterance(
-    row: dict[str, str | None], base_dir: Path, check_audio: bool
-) -> tuple[Utterance | None, str]:
+def _add_row(
+    rows: TableBuilder, row: dict[str, str | None], base_dir: Path, check_audio: bool
+) -> str:
+    """Append one CSV row to the table; the reason it cannot be trained on, or ""."""
     audio = (row.get("path") or "").strip()
     sentence = (row.get("sentence") or "").strip()
     if not audio:
-        return None, "empty path"
+        return "empty path"
     if not sentence:
-        return None, "empty sentence"
-    resolved = Path(audio) if Path(audio).is_absolute() else base_dir / audio
-    if check_audio and not resolved.is_file():
-        return None, "audio file not found"
+        return "empty sentence"
+    resolved = str(Path(audio) if os.path.isabs(audio) else base_dir / audio)
+    if check_audio and not os.path.isfile(resolved):
+        return "audio file not found"
     duration_text = (row.get("duration") or "").strip()
     duration = None
     if duration_text:
         try:
             duration = float(duration_text)
         except ValueError:
-            return None, f"duration is not a number ({duration_text!r})"
-    utterance = Utterance(
-        path=str(resolved),
-        sentence=sentence,
-        duration=duration,
-        id=(row.get("id") or "").strip() or Path(audio).stem,
-        raw=(row.get("raw") or "").strip(),
-    )
-    return utterance, ""
+            return f"duration is not a number ({duration_text!r})"
+    utterance_id = (row.get("id") or "").strip() or Path(audio).stem
+    rows.append(resolved, sentence, duration, utterance_id, (row.get("raw") or "").strip())
+    return ""
 
 
 def manifest_text(utterances: Iterable[Utterance]) -> str:
@@ -144,29 +143,52 @@ def write_manifest(path: Path, utterances: Iterable[Utterance]) -> None:
     atomic_write_text(path, manifest_text(utterances))
 
 
-def write_rejects(path: Path, rejects: Sequence[Reject]) -> None:
-    """One row per skipped input, so nothing is dropped without a trace."""
+REJECT_COLUMNS = ("source", "line", "path", "reason", "set")
+
+
+def write_rejects(path: Path, rejects: Sequence[Reject], set_name: str = "") -> None:
+    """One row per skipped input, so nothing is dropped without a trace.
+
+    One file for every prepared set: this prepare's rows (tagged with `set_name`) replace only
+    its own earlier rows, so preparing another set never erases an earlier record.
+    """
+    kept: list[list[str]] = []
+    if Path(path).is_file():
+        with Path(path).open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t")
+            if "set" in (reader.fieldnames or []):
+                kept = [
+                    [row.get(c) or "" for c in REJECT_COLUMNS]
+                    for row in reader
+                    if row.get("set") != set_name
+                ]
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(("source", "line", "path", "reason"))
+    writer.writerow(REJECT_COLUMNS)
+    writer.writerows(kept)
     for r in rejects:
-        writer.writerow((r.source, r.line, r.path, r.reason))
+        writer.writerow((r.source, r.line, r.path, r.reason, set_name))
     atomic_write_text(path, buffer.getvalue())
 
 
 def split_utterances(
     utterances: Sequence[Utterance], test_ratio: float, seed: int
 ) -> tuple[list[Utterance], list[Utterance]]:
-    """Seeded train/test split; each side keeps the input order so reruns write identical files."""
+    """Seeded train/test split; each side keeps the input order so reruns write identical files.
+
+    The split is over audio files, not rows: rows that share a file land on the same side, so
+    no recording is trained on and tested on at once.
+    """
     if not 0.0 <= test_ratio < 1.0:
         raise DataError(f"data.test_ratio must be in [0, 1); got {test_ratio}")
-    count = len(utterances)
+    files = list(dict.fromkeys(u.path for u in utterances))
+    count = len(files)
     test_count = round(count * test_ratio)
     if test_ratio > 0 and count >= 2:
         test_count = min(max(test_count, 1), count - 1)
     order = list(range(count))
     random.Random(seed).shuffle(order)
-    test_indices = set(order[:test_count])
-    train = [u for i, u in enumerate(utterances) if i not in test_indices]
-    test = [u for i, u in enumerate(utterances) if i in test_indices]
+    test_files = {files[i] for i in order[:test_count]}
+    train = [u for u in utterances if u.path not in test_files]
+    test = [u for u in utterances if u.path in test_files]
     return train, test

@@ -8,8 +8,10 @@ atomically, so re-running gives identical files.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +32,7 @@ from pefty_whisper.data.manifest import (
     write_manifest,
     write_rejects,
 )
-from pefty_whisper.errors import DataError, PeftyError
+from pefty_whisper.errors import ConfigError, DataError, PeftyError
 
 logger = logging.getLogger(__name__)
 
@@ -48,17 +50,25 @@ FOLDER_PATTERN = re.compile(r"KsponSpeech_(\d{4})$")
 FIRST_DEV_FOLDER = 621
 CSV_PATH_COLUMNS = ("path", "audio", "audio_path", "file", "filename")
 CSV_TEXT_COLUMNS = ("sentence", "text", "transcript", "transcription")
-# Threads hide file-system latency when probing hundreds of thousands of files (NFS, HDD).
-PROBE_THREADS = 8
+DUPLICATE_REASON = "audio file listed again (the first listing is kept)"
+SET_NAME = re.compile(r"[^\W_][\w.-]*")
+# Threads hide file-system latency when probing hundreds of thousands of files (cold cache,
+# NFS, HDD): a probe waits on an inode and a data block, and waiting threads free the GIL.
+PROBE_THREADS = 16
+PROBE_BATCH = 256  # entries per task
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
-    """One input line, before its audio is checked and its transcript normalized."""
+    """One input line, before its audio is checked and its transcript normalized.
+
+    Plain strings and slots: KsponSpeech has 628,545 lines, and a Path per line costs more
+    memory (and time) than the rest of the entry.
+    """
 
     source: str
     line: int
-    audio: Path
+    audio: str  # "" when the line names none
     raw: str | None  # None: the transcript could not be read (see error)
     group: str  # the manifest it belongs to, e.g. "part1", "dev", "eval_clean"
     error: str = ""
@@ -72,6 +82,12 @@ class PrepareReport:
     odd_byte_files: int = 0
     over_max_duration: int = 0
     rejects_path: Path | None = None
+    set_name: str = ""  # the rejects record's rows of this prepare are tagged with it
+    duplicates: int = 0
+    first_duplicate: str = ""  # "file:line repeats file:line"
+    outside_root: int = 0  # audio paths outside the data root (absolute, or `..`)
+    first_outside: str = ""
+    fully_rejected: list[str] = field(default_factory=list)  # scripts none of whose lines passed
 
     @property
     def num_utterances(self) -> int:
@@ -110,8 +126,15 @@ def prepare_kspon(
             f"{root}: no KsponSpeech utterances found (expected scripts/train.trn or "
             "KsponSpeech_0N/KsponSpeech_XXXX/*.pcm with .txt transcripts)"
         )
-    report = PrepareReport(out_dir=Path(out_dir))
-    groups = _check_entries(entries, data, data.normalize, report, track)
+    report = PrepareReport(out_dir=Path(out_dir), set_name="kspon")
+    groups = _check_entries(entries, data, data.normalize, report, track, data_root=root)
+    if scripts is not None and not any(g.startswith("part") for g in groups):
+        train = [e for e in entries if Path(e.source).name == "train.trn"]
+        if train:
+            raise DataError(
+                f"{train[0].source}: every training line was rejected, so no round has data; "
+                + _reject_example(report, train[0].source)
+            )
     for group, utterances in sorted(groups.items()):
         if group.startswith("part"):
             part = int(group.removeprefix("part"))
@@ -147,7 +170,7 @@ def prepare_folder(
         ]
     if not entries:
         raise DataError(f"{src}: no audio files ({', '.join(AUDIO_SUFFIXES)}) found")
-    return _prepare_named(entries, out_dir, name, data, normalize, split, track)
+    return _prepare_named(entries, out_dir, name, data, normalize, split, track, src)
 
 
 def prepare_csv(
@@ -160,8 +183,9 @@ def prepare_csv(
     track: Track = no_progress,
 ) -> PrepareReport:
     """A user's CSV (path/audio/file + sentence/text/transcript columns) -> data/NAME.csv."""
+    check_set_name(name)
     entries = _entries_from_csv(Path(src), name)
-    return _prepare_named(entries, out_dir, name, data, normalize, split, track)
+    return _prepare_named(entries, out_dir, name, data, normalize, split, track, Path(src).parent)
 
 
 def prepare_hf(
@@ -184,12 +208,13 @@ def prepare_hf(
     """
     from pefty_whisper.data import hf
 
+    check_set_name(name)
     dataset = hf.load_hf_dataset(source, dataset_split, config_name)
     audio = hf.audio_column(dataset, audio_column)
     text = hf.text_column(dataset, text_column)
     logger.info("%s: %d rows, audio from %r, text from %r", source, len(dataset), audio, text)
     entries = [
-        Entry(source, row.index + 1, row.audio or Path(""), row.text, name, row.error)
+        Entry(source, row.index + 1, str(row.audio or ""), row.text, name, row.error)
         for row in hf.hf_rows(dataset, audio, text, audio_dir)
     ]
     if not entries:
@@ -205,9 +230,11 @@ def _prepare_named(
     normalize: NormalizeMode,
     split: bool,
     track: Track,
+    data_root: Path | None = None,
 ) -> PrepareReport:
-    report = PrepareReport(out_dir=Path(out_dir))
-    utterances = _check_entries(entries, data, normalize, report, track).get(name, [])
+    check_set_name(name)
+    report = PrepareReport(out_dir=Path(out_dir), set_name=name)
+    utterances = _check_entries(entries, data, normalize, report, track, data_root).get(name, [])
     if split:
         train, test = split_utterances(utterances, data.test_ratio, data.split_seed)
         _add_manifest(report, f"{name}_train", train)
@@ -250,28 +277,55 @@ def _part_group(audio_path: str) -> str:
 def _entries_from_trn(root: Path, trn: Path, group_of: Callable[[str], str]) -> list[Entry]:
     """Parse a `.trn` file line by line: a bad line (not UTF-8, no `::`) is a reject, no crash."""
     entries = []
-    with trn.open("rb") as handle:
-        for line_no, raw_line in enumerate(handle, start=1):
-            try:
-                text = raw_line.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                entries.append(Entry(str(trn), line_no, Path(""), None, "", "line is not UTF-8"))
-                continue
-            if not text:
-                continue
-            try:
-                parsed = parse_trn_line(text, trn, line_no)
-            except DataError:
-                entries.append(
-                    Entry(str(trn), line_no, Path(""), None, "", "no ' :: ' between path and text")
-                )
-                continue
-            group = group_of(parsed.audio_path)
-            error = "" if group else "path is not under KsponSpeech_01..05"
-            entries.append(
-                Entry(str(trn), line_no, root / parsed.audio_path, parsed.transcript, group, error)
-            )
+    source, root_text = str(trn), str(root)  # one string shared by every entry of the file
+    for line_no, text in _trn_lines(trn):
+        if text is None:
+            entries.append(Entry(source, line_no, "", None, "", "line is not UTF-8"))
+            continue
+        if not text:
+            continue
+        try:
+            parsed = parse_trn_line(text, trn, line_no)
+        except DataError:
+            entries.append(Entry(source, line_no, "", None, "", "no ' :: ' between path and text"))
+            continue
+        audio_path = _posix_path(parsed.audio_path)
+        group = group_of(audio_path)
+        error = "" if group else "path is not under KsponSpeech_01..05"
+        audio = os.path.join(root_text, audio_path)
+        entries.append(Entry(source, line_no, audio, parsed.transcript, group, error))
     return entries
+
+
+def _trn_lines(trn: Path) -> list[tuple[int, str | None]]:
+    """(line number, text) of a script; None for a line that cannot be decoded.
+
+    The scripts are UTF-8; a script re-saved in CP949 (as the corpus's .txt files are) is read
+    as CP949 when no line of it is UTF-8 Korean and every line decodes that way. A script that
+    mixes both keeps its UTF-8 lines and rejects the rest.
+    """
+    raw = trn.read_bytes().splitlines()
+    utf8 = [_decode(line, "utf-8") for line in raw]
+    if any(text is None for text in utf8) and not any(
+        text is not None and not text.isascii() for text in utf8
+    ):
+        cp949 = [_decode(line, "cp949") for line in raw]
+        if all(text is not None for text in cp949):
+            logger.warning("%s is not UTF-8: read as CP949 (re-save it as UTF-8)", trn)
+            utf8 = cp949
+    return [(i, None if t is None else t.strip()) for i, t in enumerate(utf8, start=1)]
+
+
+def _decode(line: bytes, encoding: str) -> str | None:
+    try:
+        return line.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def _posix_path(text: str) -> str:
+    """Windows `\\` separators (a script or CSV made on Windows) read as `/`."""
+    return text.replace("\\", "/") if os.sep == "/" else text
 
 
 def _entries_from_kspon_txt(root: Path) -> list[Entry]:
@@ -291,11 +345,11 @@ def _entry_from_sibling_txt(root: Path, audio: Path, group: str) -> Entry:
     transcript = audio.with_suffix(".txt")
     source = str(transcript)
     if not transcript.is_file():
-        return Entry(source, 1, audio, None, group, "transcript .txt not found")
+        return Entry(source, 1, str(audio), None, group, "transcript .txt not found")
     try:
-        return Entry(source, 1, audio, read_cp949_transcript(transcript), group)
+        return Entry(source, 1, str(audio), read_cp949_transcript(transcript), group)
     except DataError:
-        return Entry(source, 1, audio, None, group, "transcript is neither CP949 nor UTF-8")
+        return Entry(source, 1, str(audio), None, group, "transcript is neither CP949 nor UTF-8")
 
 
 def _entries_from_csv(src: Path, group: str) -> list[Entry]:
@@ -317,11 +371,11 @@ def _entries_from_csv(src: Path, group: str) -> list[Entry]:
         )
     entries = []
     for row in reader:
-        audio_text = (row.get(path_column) or "").strip()
+        audio_text = _posix_path((row.get(path_column) or "").strip())
         audio = Path(audio_text) if Path(audio_text).is_absolute() else src.parent / audio_text
         error = "" if audio_text else "empty path"
         entries.append(
-            Entry(str(src), reader.line_num, audio, row.get(text_column) or "", group, error)
+            Entry(str(src), reader.line_num, str(audio), row.get(text_column) or "", group, error)
         )
     return entries
 
@@ -332,31 +386,75 @@ def _check_entries(
     normalize: NormalizeMode,
     report: PrepareReport,
     track: Track,
+    data_root: Path | None = None,
 ) -> dict[str, list[Utterance]]:
-    """Normalize every transcript and probe every audio file; returns utterances by group."""
+    """Normalize every transcript and probe every audio file; returns utterances by group.
+
+    An audio file listed twice is kept once (a split could otherwise put copies on both
+    sides); the repeats are rejects. Paths outside `data_root` are counted for the summary.
+    """
     groups: dict[str, list[Utterance]] = {}
+    first_seen: dict[str, Entry] = {}
+    kept_by_source: Counter[str] = Counter()
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
         results = _map_in_chunks(pool, lambda e: _check_entry(e, data, normalize), entries)
         for entry, (utterance, reason, odd) in zip(
             track(entries, "checking audio"), results, strict=True
         ):
+            if utterance is not None and utterance.path in first_seen:
+                first = first_seen[utterance.path]
+                report.duplicates += 1
+                if not report.first_duplicate:
+                    report.first_duplicate = (
+                        f"{entry.source}:{entry.line} repeats {first.source}:{first.line}"
+                    )
+                utterance, reason = None, DUPLICATE_REASON
             if utterance is None:
                 report.rejects.append(Reject(entry.source, entry.line, str(entry.audio), reason))
                 continue
+            first_seen[utterance.path] = entry
+            kept_by_source[entry.source] += 1
+            _count_outside(report, entry, data_root)
             report.odd_byte_files += odd
             if utterance.duration is not None and utterance.duration > data.max_duration_s:
                 report.over_max_duration += 1
             groups.setdefault(entry.group, []).append(utterance)
+    report.fully_rejected = sorted({e.source for e in entries} - set(kept_by_source))
     return groups
+
+
+def _count_outside(report: PrepareReport, entry: Entry, data_root: Path | None) -> None:
+    if data_root is None:
+        return
+    # Plain strings: a Path pair per entry costs seconds over 600,000 lines.
+    audio, root = os.path.abspath(entry.audio), os.path.abspath(data_root)
+    if audio != root and not audio.startswith(root.rstrip(os.sep) + os.sep):
+        report.outside_root += 1
+        if not report.first_outside:
+            report.first_outside = f"{entry.source}:{entry.line}: {audio}"
+
+
+def check_set_name(name: str) -> None:
+    """NAME becomes data/NAME.csv: a plain file name, never a path (`../x`, `/tmp/x`)."""
+    if not SET_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"--name {name!r} must be a plain name (letters, digits, _ - .), not a path: "
+            "it becomes data/NAME.csv"
+        )
 
 
 def _map_in_chunks(
     pool: ThreadPoolExecutor, function: Callable[[Entry], T], entries: Sequence[Entry]
 ) -> Iterable[T]:
-    """pool.map over chunks, so 600,000 entries never become 600,000 pending futures at once."""
-    chunk = 4096
-    for start in range(0, len(entries), chunk):
-        yield from pool.map(function, entries[start : start + chunk])
+    """`function` over every entry, in order, a batch per task: one future per 600,000 entries
+    costs more than the probes themselves, and a bounded window keeps memory flat."""
+    batches = [entries[i : i + PROBE_BATCH] for i in range(0, len(entries), PROBE_BATCH)]
+    window = PROBE_THREADS * 4
+    for start in range(0, len(batches), window):
+        for results in pool.map(
+            lambda batch: [function(e) for e in batch], batches[start : start + window]
+        ):
+            yield from results
 
 
 def _check_entry(
@@ -370,17 +468,29 @@ def _check_entry(
     try:
         info = probe_audio(entry.audio)
     except DataError as exc:
-        return None, str(exc).removeprefix(f"{entry.audio}: "), False
+        return None, str(exc).removeprefix(f"{Path(entry.audio)}: "), False
     if info.duration_s < data.min_duration_s:
         return None, f"shorter than data.min_duration_s ({data.min_duration_s} s)", False
     utterance = Utterance(
-        path=str(entry.audio.resolve()),
+        path=_absolute(entry.audio),
         sentence=sentence,
         duration=round(info.duration_s, 3),
-        id=entry.audio.stem,
+        id=os.path.splitext(os.path.basename(entry.audio))[0],
         raw=entry.raw,
     )
     return utterance, "", info.odd_byte_count
+
+
+def _absolute(audio: str) -> str:
+    """The absolute path with its folders' symlinks resolved (once per folder, not per file:
+    resolving each of 600,000 paths is a walk of lstat calls)."""
+    folder, name = os.path.split(os.path.abspath(audio))
+    return os.path.join(_real_folder(folder), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 def _add_manifest(report: PrepareReport, name: str, utterances: list[Utterance]) -> None:
@@ -390,14 +500,33 @@ def _add_manifest(report: PrepareReport, name: str, utterances: list[Utterance])
 def _write_outputs(report: PrepareReport) -> None:
     if not any(m.utterances for m in report.manifests.values()):
         raise PeftyError(
-            f"every input line was rejected ({_reject_summary(report)}); nothing written"
+            f"every input line was rejected ({_reject_summary(report)}); nothing written; "
+            + _reject_example(report)
         )
     for manifest in report.manifests.values():
         write_manifest(manifest.path, manifest.utterances)
     report.rejects_path = report.out_dir / REJECTS_FILE
-    write_rejects(report.rejects_path, report.rejects)
+    write_rejects(report.rejects_path, report.rejects, report.set_name)
     logger.info("%d utterances written, %d rejected", report.num_utterances, len(report.rejects))
 
 
 def _reject_summary(report: PrepareReport) -> str:
     return ", ".join(f"{n} {reason}" for reason, n in report.reject_counts().most_common())
+
+
+def _reject_example(report: PrepareReport, source: str | None = None) -> str:
+    """One resolved example and the hints that fit it: what a user needs to fix a whole file."""
+    rejects = [r for r in report.rejects if source is None or r.source == source]
+    if not rejects:
+        return "no lines to show"
+    first = rejects[0]
+    hints = []
+    if first.reason == "audio file not found":
+        hints.append(
+            "relative paths are resolved against the CSV's folder (a .trn's: the corpus root)"
+        )
+    if "\\" in first.path:
+        hints.append("write paths with / (Windows \\ separators are read as /)")
+    where = f"{first.source}:{first.line}"
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    return f"e.g. {where}: {first.path or '(no path)'}: {first.reason}{hint}"
