@@ -22,8 +22,14 @@ from typing import Any
 from pefty_whisper.config import Config
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
 from pefty_whisper.data.manifest import Utterance, read_manifest
-from pefty_whisper.errors import DataError, PeftyError
+from pefty_whisper.errors import ConfigError, DataError, PeftyError
 from pefty_whisper.files import atomic_write_text
+from pefty_whisper.longform_eval import (
+    LongformScore,
+    score_longform,
+    silence_characters,
+    stitch_recordings,
+)
 from pefty_whisper.metrics import UtteranceScore, score_corpus
 from pefty_whisper.model import resolve_model_dir
 from pefty_whisper.workspace import BASE_LABEL, MergeRecord, RoundRecord, Workspace
@@ -62,6 +68,10 @@ class EvalReport:
     json_path: Path
     tsv_path: Path
     worst: tuple[tuple[str, UtteranceScore], ...]
+    variant: str = ""  # '' for the round's figure; see eval_variant
+    # Whole-recording figures (longform_eval.py): None when not asked for.
+    longform: LongformScore | None = None
+    silence_chars: dict[str, int] | None = None
 
     @property
     def real_time_factor(self) -> float:
@@ -107,12 +117,22 @@ def evaluate_set(
     config: Config,
     set_name: str,
     model: str | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     limit: int | None = None,
     batch_size: int | None = None,
     progress: Callable[[int, float], None] | None = None,
+    longform: bool = True,
 ) -> EvalReport:
-    """Decode every utterance of a set, score it, write eval/<label>/<set>.json and .tsv."""
+    """Decode every utterance of a set, score it, write eval/<label>/<set>.json and .tsv.
+
+    Only a full evaluation at the workspace's own context is the round's figure; a partial one
+    (`limit`) or one at another context is written beside it (<set>@<variant>.json) and shown
+    as such by `pefty rounds`. `backend` auto decodes a directory with its own backend.
+    With `longform`, the set is also stitched into recordings of a few minutes and decoded
+    whole, and generated silence is decoded (longform_eval.py).
+    """
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be 1 or more (the first N utterances); got {limit}")
     target = resolve_target(workspace, config, model)
     manifest = read_manifest(workspace.manifest_path(set_name))
     utterances = manifest.utterances[:limit] if limit else manifest.utterances
@@ -126,17 +146,29 @@ def evaluate_set(
     with decodable as model_dir:
         # The config's decode section, as validation during training uses it: its length cap
         # keeps a hallucinating model (the zero-shot base) from decoding to Whisper's limit.
-        options = replace(TranscriberOptions.from_config(config, backend), batch_size=batch_size)
+        options = replace(
+            TranscriberOptions.from_config(config, "ct2" if decodable.converted else backend),
+            batch_size=batch_size,
+        )
         transcriber = Transcriber(model_dir, options)
         hypotheses, seconds, audio_seconds = decode_utterances(
             transcriber, utterances, batch_size, progress
         )
+        whole, silence = None, None
+        if longform:
+            recordings = stitch_recordings(utterances, seed=config.train.seed)
+            whole = score_longform(transcriber, recordings)
+            silence = silence_characters(transcriber, seed=config.train.seed)
     scores = score_corpus([u.sentence for u in utterances], hypotheses)
     label = target.label
     if decodable.converted:
-        label = workspace.converted_label(label, backend)
-    json_path = workspace.eval_json(label, set_label)
-    tsv_path = workspace.eval_tsv(label, set_label)
+        label = workspace.converted_label(label, transcriber.backend)
+    partial = len(utterances) < len(manifest.utterances)
+    variant = eval_variant(
+        workspace, label, transcriber.context, len(utterances) if partial else None
+    )
+    json_path = workspace.eval_json(label, set_label, variant)
+    tsv_path = workspace.eval_tsv(label, set_label, variant)
     atomic_write_text(tsv_path, _per_utterance_tsv(utterances, scores.utterances))
     worst = sorted(
         zip((u.id for u in utterances), scores.utterances, strict=True),
@@ -146,7 +178,7 @@ def evaluate_set(
     report = EvalReport(
         label=label,
         set_name=set_label,
-        backend=backend,
+        backend=transcriber.backend,
         context=transcriber.context,
         language=transcriber.language,
         cer=scores.cer,
@@ -158,11 +190,27 @@ def evaluate_set(
         json_path=json_path,
         tsv_path=tsv_path,
         worst=tuple(worst),
+        variant=variant,
+        longform=whole,
+        silence_chars=silence,
     )
-    atomic_write_text(
-        json_path, json.dumps(_summary(report, target, manifest.path, limit), indent=2)
-    )
+    summary = _summary(report, target, manifest.path, limit)
+    summary.update(variant=variant or None, partial=partial, set_size=len(manifest.utterances))
+    atomic_write_text(json_path, json.dumps(summary, indent=2))
     return report
+
+
+def eval_variant(workspace: Workspace, label: str, context: str, first: int | None) -> str:
+    """'' for the round's own figure; else what sets this evaluation apart (`context-auto`,
+    `first-50`), so it is kept beside the figure instead of over it. A conversion (round2-ct2)
+    or an export is apart by its label already; its context is in its summary."""
+    parts = []
+    is_round = workspace.label_round(label) is not None
+    if is_round and context != workspace.load_config().model.context:
+        parts.append(f"context-{context}")
+    if first is not None:
+        parts.append(f"first-{first}")
+    return "-".join(parts)
 
 
 def decode_utterances(
@@ -208,6 +256,7 @@ class _decodable_model:
         if self.target.adapter_dir is not None:
             model_dir = self._merged_adapter()
         if self.backend == "ct2" and not (model_dir / "model.bin").is_file():
+            # A transformers checkpoint asked for at ct2: converted (an export is its own).
             model_dir = self._ct2_export(model_dir)
             self.converted = True
         return model_dir
@@ -297,13 +346,15 @@ def _summary(
         "seconds": round(report.seconds, 2),
         "real_time_factor": report.real_time_factor,
         "utterances_per_second": report.utterances_per_second,
+        "longform": report.longform.as_dict() if report.longform else None,
+        "silence_chars": report.silence_chars,
         "normalization": NORMALIZATION,
         "evaluated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def read_eval_results(workspace: Workspace) -> dict[str, dict[str, dict[str, Any]]]:
-    """{label: {set: summary}} for every eval/<label>/<set>.json, for `pefty rounds`."""
+    """{label: {set or set@variant: summary}} for every eval/<label>/*.json, for `pefty rounds`."""
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for path in workspace.eval_summaries():
         try:

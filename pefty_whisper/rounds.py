@@ -1,13 +1,17 @@
 """The rounds table: lineage and metrics of every round in a workspace, one row per round.
 
 Round 0 is the zero-shot base (its evaluations live in eval/round0/); round N reads
-adapters/roundN/round.json, merged/roundN/round.json and eval/roundN/*.json.
+adapters/roundN/round.json, merged/roundN/round.json and eval/roundN/*.json. A set's figure is
+the full evaluation at the workspace's context; where only a partial one, one at another
+context or one through a conversion (eval/roundN-ct2/) exists, it is shown marked as such.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pefty_whisper.evaluate import read_eval_results
 from pefty_whisper.workspace import BASE_LABEL, Workspace
@@ -23,32 +27,86 @@ class RoundRow:
     best_valid_cer: float | None = None
     merged: bool = False
     eval_cer: dict[str, float] = field(default_factory=dict)  # set name -> CER (spaces removed)
+    # set name -> how a figure shown in place of the round's own was decoded ("first 2 of 4")
+    eval_notes: dict[str, str] = field(default_factory=dict)
+    # set name -> (long-form CER, % of speech deleted), from the same evaluation as eval_cer
+    longform: dict[str, tuple[float, float]] = field(default_factory=dict)
+    silence_chars: int | None = None  # characters written on silence, noise and hum (goal 0)
 
 
 def collect_rounds(workspace: Workspace) -> list[RoundRow]:
     """Every round that has an adapter, a merged model or an evaluation, in order."""
-    evals = read_eval_results(workspace)
-    indices = set(workspace.round_indices())
-    indices |= {i for i in map(workspace.label_round, evals) if i is not None}
-    return [_row(workspace, i, evals.get(workspace.round_label(i), {})) for i in sorted(indices)]
+    evals: dict[int, dict[str, dict[str, Any]]] = {}
+    for label, summaries in read_eval_results(workspace).items():
+        index, backend = _round_of_label(workspace, label)
+        if index is None:
+            continue
+        for stem, summary in summaries.items():
+            name, _, variant = stem.partition("@")
+            key = "@".join(p for p in (variant, backend) if p)
+            evals.setdefault(index, {}).setdefault(name, {})[key] = summary
+    indices = set(workspace.round_indices()) | set(evals)
+    return [_row(workspace, i, evals.get(i, {})) for i in sorted(indices)]
 
 
-def _row(workspace: Workspace, index: int, evals: dict[str, dict]) -> RoundRow:
+def _round_of_label(workspace: Workspace, label: str) -> tuple[int | None, str]:
+    """round2 -> (2, ''), round2-ct2 -> (2, 'ct2'); other labels are not rounds."""
+    match = re.fullmatch(r"(round\d+)(?:-(ct2|onnx))?", label)
+    if not match:
+        return None, ""
+    return workspace.label_round(match.group(1)), match.group(2) or ""
+
+
+def _pick(variants: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    """The round's own summary if there is one; else the latest other one, and what it was."""
+    if "" in variants:
+        return variants[""], ""
+    key, summary = max(variants.items(), key=lambda item: item[1].get("evaluated") or "")
+    notes = []
+    for part in key.replace("@", "-").split("-"):
+        if part in ("ct2", "onnx"):
+            notes.append(part)
+    if summary.get("context") and "context-" in key:
+        notes.append(f"context {summary['context']}")
+    if summary.get("partial"):
+        notes.append(f"first {summary.get('num_utterances')} of {summary.get('set_size')}")
+    return summary, ", ".join(notes) or key
+
+
+def _row(workspace: Workspace, index: int, evals: dict[str, dict[str, dict[str, Any]]]) -> RoundRow:
     adapter = workspace.round_record(index)
-    eval_cer = {name: summary["cer"] for name, summary in sorted(evals.items())}
+    picked = {name: _pick(variants) for name, variants in sorted(evals.items())}
+    figures: dict[str, Any] = {
+        "eval_cer": {name: summary["cer"] for name, (summary, _) in picked.items()},
+        "eval_notes": {name: note for name, (_, note) in picked.items() if note},
+        "longform": {
+            name: (summary["longform"]["cer"], summary["longform"]["deleted"])
+            for name, (summary, _) in picked.items()
+            if summary.get("longform")
+        },
+        "silence_chars": next(
+            (
+                sum(summary["silence_chars"].values())
+                for summary, _ in picked.values()
+                if summary.get("silence_chars") is not None
+            ),
+            None,
+        ),
+    }
     merged = workspace.merge_finished(index)
     if adapter is None:
         zero_shot = workspace.round_label(index) == BASE_LABEL
-        return RoundRow(index, "(zero-shot)" if zero_shot else "", merged=merged, eval_cer=eval_cer)
+        base = "(zero-shot)" if zero_shot else ""
+        return RoundRow(index, base, merged=merged, **figures)
     return RoundRow(
         round_index=index,
         base=adapter.base,
-        train_set=adapter.data.train.name,
-        train_utterances=adapter.data.train.kept,
+        train_set=adapter.data.train_label,  # every set and its share, when a round mixes
+        train_utterances=adapter.data.train_examples,
         steps=adapter.steps,
         best_valid_cer=adapter.best_validation.cer,
         merged=merged,
-        eval_cer=eval_cer,
+        **figures,
     )
 
 
@@ -57,6 +115,10 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
     sets = sorted({name for row in rows for name in row.eval_cer})
     header = ["round", "base", "train set", "utts", "steps", "valid CER", "merged"]
     header += [f"{name} CER" for name in sets]
+    whole = sorted({name for row in rows for name in row.longform})
+    header += [f"{name} long-form (deleted)" for name in whole]
+    silence = any(row.silence_chars is not None for row in rows)
+    header += ["silence chars"] if silence else []
     lines = [header]
     for row in rows:
         cells = [
@@ -68,16 +130,34 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
             _percent(row.best_valid_cer),
             "yes" if row.merged else "-",
         ]
-        cells += [_percent(row.eval_cer.get(name)) for name in sets]
+        cells += [_noted(row, name) for name in sets]
+        cells += [_longform(row.longform.get(name)) for name in whole]
+        cells += [_number(row.silence_chars)] if silence else []
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join(
+    table = "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
+    if any(row.eval_notes for row in rows):
+        table += (
+            "\n[...]: not the round's own figure (only a partial evaluation, another context "
+            "or a conversion exists); `pefty evaluate` on the whole set writes it"
+        )
+    return table
+
+
+def _longform(figures: tuple[float, float] | None) -> str:
+    return "-" if figures is None else f"{figures[0]:.1f}% ({figures[1]:.1f}%)"
+
+
+def _noted(row: RoundRow, name: str) -> str:
+    text = _percent(row.eval_cer.get(name))
+    note = row.eval_notes.get(name)
+    return f"{text} [{note}]" if note else text
 
 
 def plot_rounds(rows: list[RoundRow], path: Path) -> Path:
-    """CER per round, one line per evaluated set (matplotlib, no display needed)."""
+    """CER per round, one line per evaluated set and its long-form figure (matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,6 +167,10 @@ def plot_rounds(rows: list[RoundRow], path: Path) -> Path:
     for name in sorted({name for row in rows for name in row.eval_cer}):
         points = [(row.round_index, row.eval_cer[name]) for row in rows if name in row.eval_cer]
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    for name in sorted({name for row in rows for name in row.longform}):
+        points = [(row.round_index, row.longform[name][0]) for row in rows if name in row.longform]
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        axes.plot(xs, ys, ":", marker="s", label=f"{name} long-form")
     valid = [
         (row.round_index, row.best_valid_cer) for row in rows if row.best_valid_cer is not None
     ]

@@ -123,6 +123,13 @@ def test_evaluate_writes_summary_and_per_utterance_tsv(two_rounds):
     length = sum(int(r["reference_chars"]) for r in rows)
     assert summary["cer"] == pytest.approx(100 * errors / length)
     assert summary["real_time_factor"] > 0
+    # The whole-recording figures: the 4 utterances stitched into one recording, decoded whole,
+    # and three generated non-speech clips.
+    longform = summary["longform"]
+    assert longform["recordings"] == 1 and longform["audio_seconds"] > 4
+    assert 0 <= longform["deleted"] <= 100 and longform["cer"] >= longform["deleted"]
+    assert longform["method"]
+    assert set(summary["silence_chars"]) == {"silence", "noise", "hum"}
 
 
 def test_evaluate_through_ct2_keeps_the_torch_figures(two_rounds):
@@ -146,9 +153,13 @@ def test_rounds_table_and_plot(two_rounds, tmp_path):
     assert lines[0].split()[:2] == ["round", "base"] and "eval_clean CER" in lines[0]
     assert [line.split()[0] for line in lines[1:4]] == ["0", "1", "2"]
     assert "train_KsponSpeech_02_train" in lines[3] and "merged/round1" in lines[3]
+    assert "eval_clean long-form (deleted)" in lines[0] and "silence chars" in lines[0]
     for line, label in zip(lines[1:4], ("round0", "round1", "round2"), strict=True):
-        cer = json.loads((work / "eval" / label / "eval_clean.json").read_text())["cer"]
-        assert f"{cer:.1f}%" in line
+        summary = json.loads((work / "eval" / label / "eval_clean.json").read_text())
+        assert f"{summary['cer']:.1f}%" in line
+        whole = summary["longform"]
+        assert f"{whole['cer']:.1f}% ({whole['deleted']:.1f}%)" in line
+        assert line.rstrip().endswith(f"  {sum(summary['silence_chars'].values()):,d}")
     assert (tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
