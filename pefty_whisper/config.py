@@ -41,8 +41,12 @@ class DataSection:
     """Whisper sees at most 30 s; longer utterances are dropped and counted, never truncated."""
     min_duration_s: float = 0.1
     """Shorter clips are almost always cut-off noise in KsponSpeech."""
-    num_workers: int = 2
-    """Data-loader workers computing log-mel features on the fly."""
+    num_workers: int | None = None
+    """Data-loader workers decoding audio (and, without a GPU, computing log-mel) on the fly;
+    null: the CPUs but one, shared among a node's training processes, at most 8 each."""
+    mix: tuple[str, ...] = ()
+    """Sets mixed into every round's training data, each NAME:share (share of each epoch's
+    examples, e.g. cv_ko_train:0.1), on top of the round's own set or `--train`."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,55 @@ class DecodeSection:
     compute_type: str = "auto"
     """auto: ct2 int8 on the CPU and float16 on a GPU; torch float32 on the CPU, float16 on a
     GPU."""
+    longform: Literal["auto", "sequential", "chunked"] = "auto"
+    """How a file is decoded by transcribe and serve. sequential: the library's timestamp
+    decoding (faster-whisper for ct2, transformers' long-form generate for torch). chunked: VAD
+    chunks of at most 30 s cut at pauses, decoded in batches without timestamps (the only path
+    for onnx). auto: sequential for ct2, and for torch when the model predicts timestamps."""
+    vad: Literal["auto", "always", "never"] = "auto"
+    """Silero VAD (shipped with faster-whisper) skips non-speech. auto: always in chunked
+    decoding (its only guard against decoding silence), for files over 30 s in sequential
+    decoding (short files have the no-speech check). never, in chunked decoding, means fixed
+    30 s windows (the old path, for comparison)."""
+    condition_on_previous_text: bool = False
+    """Prompt each window with the previous one's text (sequential decoding). Off by default: a
+    fine-tuned model conditioned on its own errors tends to loop."""
+    compression_ratio_threshold: float | None = 2.4
+    """A window whose text gzip-compresses better than this is repetitive: decoded again at a
+    higher temperature (sequential decoding). null: no check."""
+    log_prob_threshold: float | None = -1.0
+    """A window whose mean token log-probability is lower is decoded again at a higher
+    temperature (sequential decoding). null: no check."""
+    no_speech_threshold: float | None = 0.6
+    """A window whose no-speech probability is above this (and whose log-probability is below
+    log_prob_threshold) is silence: no text. null: no check."""
+
+
+@dataclass(frozen=True)
+class ServeSection:
+    """`pefty serve`: where it listens and what it accepts."""
+
+    host: str = "127.0.0.1"
+    """Loopback by default: the server has no authentication."""
+    port: int = 8000
+    """TCP port of the HTTP server."""
+    max_upload_mb: float = 25.0
+    """Larger uploads get 413 (OpenAI's API has the same limit)."""
+    max_duration_s: float = 1800.0
+    """Longer audio gets 413 before any decoding."""
+    max_batch: int = 8
+    """Requests decoded together; more wait in the queue."""
+    batch_wait_ms: int = 10
+    """How long the first request of a batch waits for others to join it."""
+    max_queue: int = 64
+    """Requests waiting beyond this get 503, so a flood cannot exhaust memory."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_queue < 1 or self.max_upload_mb <= 0:
+            raise ConfigError(
+                "Config keys 'serve.max_batch', 'serve.max_queue' and 'serve.max_upload_mb' "
+                f"must be positive; got {self.max_batch}, {self.max_queue}, {self.max_upload_mb}"
+            )
 
 
 @dataclass(frozen=True)
@@ -157,6 +210,7 @@ class Config:
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
     decode: DecodeSection = field(default_factory=DecodeSection)
+    serve: ServeSection = field(default_factory=ServeSection)
 
 
 # Keys that moved to another section: an old pefty.yaml gets the new name, not a guess.
@@ -164,6 +218,76 @@ MOVED_KEYS = {
     "train.eval_batch_size": "decode.batch_size",
     "train.generation_max_length": "decode.max_new_tokens",
 }
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed range of a numeric key; `open_low`/`open_high` exclude that end."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.open_high else value <= self.high)
+
+    def text(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.open_high else '<='} {self.high:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+# Ranges, declared once and checked when the config loads: a nonsense value (learning_rate=-1
+# trains by gradient ascent, lora.r=0 fails deep inside peft) names its key before a model loads.
+RANGES: dict[str, Bounds] = {
+    "data.test_ratio": Bounds(0, 1, open_high=True),
+    "data.split_seed": Bounds(0),
+    "data.max_duration_s": Bounds(0, open_low=True),
+    "data.min_duration_s": Bounds(0),
+    "data.num_workers": Bounds(0, 64),
+    "lora.r": Bounds(1, 4096),
+    "lora.alpha": Bounds(0, open_low=True),
+    "lora.dropout": Bounds(0, 1, open_high=True),
+    "train.learning_rate": Bounds(0, 1),  # 0 only measures a loss; above 1 diverges
+    "train.batch_size": Bounds(1),
+    "train.gradient_accumulation_steps": Bounds(1),
+    "train.num_epochs": Bounds(0, open_low=True),
+    "train.warmup_steps": Bounds(0),
+    "train.eval_steps": Bounds(1),
+    "train.max_eval_samples": Bounds(0),
+    "train.logging_steps": Bounds(1),
+    "train.save_total_limit": Bounds(1),
+    "train.seed": Bounds(0),
+    "train.max_label_tokens": Bounds(1, 448),
+    "decode.batch_size": Bounds(1),
+    "decode.beam_size": Bounds(1),
+    "decode.max_new_tokens": Bounds(1, 448),
+}
+
+
+def _check_value(key: str, value: Any) -> None:
+    """Ranges (RANGES) and the few keys whose valid values are a set: ConfigError naming them."""
+    bounds = RANGES.get(key)
+    if bounds is not None and value is not None and not bounds.allows(value):
+        raise ConfigError(f"Config key '{key}' must be {bounds.text()}; got {value!r}")
+    if key == "lora.target_modules" and not value:
+        raise ConfigError(f"Config key '{key}' must name at least one layer, e.g. q_proj,v_proj")
+    if key == "model.language":
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
+
+        text = value.lower().strip()
+        if text not in LANGUAGES and text not in TO_LANGUAGE_CODE:
+            hint = _closest_hint(text, [*LANGUAGES, *TO_LANGUAGE_CODE])
+            raise ConfigError(
+                f"Config key '{key}' must be a Whisper language code or name "
+                f"({', '.join(sorted(LANGUAGES))}); got {value!r}.{hint}"
+            )
 
 
 def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
@@ -287,6 +411,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Config file not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = exc.problem or exc.context or "syntax error"
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}".splitlines()[0]) from exc
     if raw is None:
@@ -337,6 +466,7 @@ def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
             continue
         try:
             values[key] = _coerce(full, value, annotation)
+            _check_value(full, values[key])
         except ConfigError as exc:
             errors.append(str(exc))
     try:

@@ -8,22 +8,30 @@ training loop itself is Hugging Face's Seq2SeqTrainer; DeepSpeed is its `deepspe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import random
 import shutil
-import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
+from pefty_whisper.checkpoints import (
+    ensure_process_group_env,
+    is_main_process,
+    last_complete_checkpoint,
+    share_from_rank_zero,
+    verify_checkpoint,
+)
 from pefty_whisper.config import Config, config_to_dict, dump_config
 from pefty_whisper.context import allow_short_context
 from pefty_whisper.data.features import (
@@ -31,10 +39,30 @@ from pefty_whisper.data.features import (
     SpeechCollator,
     SpeechDataset,
     filter_utterances,
+    log_mel_on_gpu,
+    resolve_num_workers,
 )
 from pefty_whisper.data.manifest import Manifest, Utterance, read_manifest
+from pefty_whisper.data.mixing import (
+    MixedDataset,
+    MixEntry,
+    TrainSet,
+    check_distinct,
+    mix_datasets,
+)
+from pefty_whisper.data.table import UtteranceTable
+from pefty_whisper.deepspeed_setup import DEEPSPEED_PRESETS, deepspeed_config  # noqa: F401
 from pefty_whisper.errors import ConfigError, DataError, PeftyError
-from pefty_whisper.files import atomic_write_text, package_versions, weights_hash
+from pefty_whisper.files import (
+    atomic_write_text,
+    check_shared_memory,
+    disk_full_error,
+    exclusive_lock,
+    is_disk_full,
+    package_versions,
+    replace_directory,
+    weights_hash,
+)
 from pefty_whisper.metrics import score_corpus
 from pefty_whisper.model import (
     attach_lora,
@@ -45,6 +73,7 @@ from pefty_whisper.model import (
     load_processor,
     resolve_model_dir,
 )
+from pefty_whisper.seq2seq import end_process_group, round_trainer_class, token_mean_loss
 from pefty_whisper.workspace import (
     DataRecord,
     RoundData,
@@ -61,7 +90,6 @@ logger = logging.getLogger(__name__)
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 CHECKPOINTS = "checkpoints"
 LOGS = "logs"
-DEEPSPEED_PRESETS = ("zero2", "zero2_offload", "zero3")
 
 
 @dataclass(frozen=True)
@@ -70,10 +98,17 @@ class RoundPlan:
 
     round_index: int
     base: str  # as the user gave it: a workspace path or a hub id
-    train_csv: Path
+    train_csv: Path  # the round's own training set
     valid_csv: Path
     resume: bool = False
     force: bool = False
+    train_share: float | None = None  # its share of each epoch when sets are mixed in
+    mixed: tuple[TrainSet, ...] = ()  # sets mixed in: `--train B:0.1`, data.mix
+
+    @property
+    def train_sets(self) -> tuple[TrainSet, ...]:
+        """Every training set of the round, its own first."""
+        return (TrainSet(self.train_csv, self.train_share), *self.mixed)
 
 
 @dataclass(frozen=True)
@@ -95,125 +130,38 @@ def default_round_plan(
     config: Config,
     round_index: int,
     base: str | None = None,
-    train_csv: str | None = None,
+    train_csv: str | Sequence[str] | None = None,
     valid_csv: str | None = None,
     resume: bool = False,
     force: bool = False,
 ) -> RoundPlan:
-    """Round 1 trains the configured base; round N the merged model of round N-1."""
+    """Round 1 trains the configured base; round N the merged model of round N-1.
+
+    `train_csv` is one or more NAME[:share] (the first is the round's own set, default part N);
+    the config's `data.mix` sets are added after them.
+    """
     if round_index < 1:
         raise ConfigError(f"--round must be 1 or more; got {round_index}")
     if base is None:
         base = config.model.base if round_index == 1 else workspace.merged_ref(round_index - 1)
+    given = [train_csv] if isinstance(train_csv, str) else list(train_csv or ())
+    entries = [MixEntry.parse(text) for text in (*given, *config.data.mix)]
+    sets = [TrainSet(workspace.manifest_path(e.name), e.share) for e in entries]
+    if not given:
+        sets.insert(0, TrainSet(workspace.round_manifest(round_index, "train")))
+    check_distinct(sets)
     return RoundPlan(
         round_index=round_index,
         base=base,
-        train_csv=workspace.manifest_path(train_csv)
-        if train_csv
-        else workspace.round_manifest(round_index, "train"),
+        train_csv=sets[0].path,
+        train_share=sets[0].share,
+        mixed=tuple(sets[1:]),
         valid_csv=workspace.manifest_path(valid_csv)
         if valid_csv
         else workspace.round_manifest(round_index, "test"),
         resume=resume,
         force=force,
     )
-
-
-def deepspeed_config(name_or_path: str, quant: str) -> dict[str, Any] | None:
-    """Load a preset (zero2, zero2_offload, zero3) or a JSON file; refuse ZeRO-3 on an 8-bit base.
-
-    ZeRO-3 shards parameters, which LLM.int8 weights do not survive: the loss comes out wrong
-    (a known upstream limitation), so the combination is refused instead of trained.
-    """
-    if name_or_path == "none":
-        return None
-    if name_or_path in DEEPSPEED_PRESETS:
-        text = (
-            resources.files("pefty_whisper") / "ds_configs" / f"{name_or_path}.json"
-        ).read_text()
-        source = f"ds_configs/{name_or_path}.json"
-    else:
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise ConfigError(
-                f"DeepSpeed config '{name_or_path}' not found: use one of "
-                f"{', '.join(DEEPSPEED_PRESETS)}, none, or a path to a JSON file"
-            )
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    try:
-        ds = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{source}: not valid JSON ({exc.msg}, line {exc.lineno})") from exc
-    stage = ds.get("zero_optimization", {}).get("stage", 0)
-    if stage == 3 and quant == "8bit":
-        raise ConfigError(
-            f"{source}: ZeRO-3 cannot shard an 8-bit base (the loss comes out wrong); use "
-            "--deepspeed zero2, or --quant 4bit / --quant none with ZeRO-3"
-        )
-    return ds
-
-
-def ensure_process_group_env() -> None:
-    """Let DeepSpeed run as one process without a launcher (it would look for MPI otherwise).
-
-    Under `deepspeed` or `torchrun` these variables are already set and left alone.
-    """
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.update(
-        RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-
-
-def is_main_process() -> bool:
-    """Rank 0 under a launcher (or the only process): the one that writes shared files."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint that was fully written; a kill mid-save leaves a partial one.
-
-    The Trainer writes trainer_state.json after the weights, optimizer and RNG states, so its
-    presence marks a complete checkpoint. Partial ones are removed: nothing can resume from them.
-    """
-    checkpoints = sorted(
-        (p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    while checkpoints and not (checkpoints[-1] / "trainer_state.json").is_file():
-        partial = checkpoints.pop()
-        if is_main_process():
-            logger.warning("removing %s: written only partly when the run was killed", partial)
-            shutil.rmtree(partial, ignore_errors=True)
-    return str(checkpoints[-1]) if checkpoints else None
-
-
-def token_mean_loss(
-    outputs: Any, labels: torch.Tensor, num_items_in_batch: torch.Tensor | int | None = None
-) -> torch.Tensor:
-    """Cross-entropy summed over label tokens, divided by the tokens of the whole step.
-
-    Whisper's own loss is a per-batch mean that ignores `num_items_in_batch`, while the Trainer
-    believes the model normalized by it and multiplies by the process count; the logged loss and
-    the gradients then grow with the number of processes (exactly 2x at two). Normalizing here
-    by the step's token count (across processes and accumulation steps) makes the loss mean the
-    same at any process count.
-    """
-    logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
-    total = torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        labels.to(logits.device).reshape(-1),
-        ignore_index=-100,
-        reduction="sum",
-    )
-    if num_items_in_batch is None:
-        num_items_in_batch = labels.ne(-100).sum()
-    if torch.is_tensor(num_items_in_batch):
-        num_items_in_batch = num_items_in_batch.to(total.device)
-    return total / num_items_in_batch
 
 
 class RoundTrainer:
@@ -224,12 +172,17 @@ class RoundTrainer:
         self.workspace = workspace
         self.plan = plan
         self.adapter_dir = workspace.adapter_dir(plan.round_index)
+        # Where this run writes: adapters/roundN, or its staging directory under --force.
+        self.work_dir = self.adapter_dir
         self.ds_config = deepspeed_config(config.train.deepspeed, config.model.quant)
         self.base_dir = resolve_model_dir(plan.base, workspace.root)
         self.processor = load_processor(self.base_dir, config.model.language, config.model.task)
         self.model: Any = None
         self.train_manifest: Manifest | None = None
         self.valid_manifest: Manifest | None = None
+        self.mixed_manifests: list[Manifest] = []  # training sets mixed into the round's own
+        self.mixed_filters: list[FilterReport] = []
+        self.train_dataset: SpeechDataset | MixedDataset | None = None
         self.train_filter = FilterReport()
         self.valid_filter = FilterReport()
         self.resumed_from: str | None = None
@@ -237,22 +190,27 @@ class RoundTrainer:
 
     # -- data ---------------------------------------------------------------------------------
 
-    def load_dataset(self) -> tuple[SpeechDataset, SpeechDataset]:
+    def load_dataset(self) -> tuple[SpeechDataset | MixedDataset, SpeechDataset]:
         """Read the round's manifests; bad rows, over-long audio and labels are counted.
 
-        Returns the (train, validation) datasets.
+        Returns the (train, validation) datasets; several training sets are mixed by share.
         """
-        self.train_manifest = read_manifest(self.plan.train_csv)
+        manifests = [read_manifest(s.path) for s in self.plan.train_sets]
+        self.train_manifest, self.mixed_manifests = manifests[0], manifests[1:]
         self.valid_manifest = read_manifest(self.plan.valid_csv)
-        train, self.train_filter = self.prepare_dataset(self.train_manifest.utterances)
+        parts, filters = zip(*(self.prepare_dataset(m.utterances) for m in manifests), strict=True)
+        self.train_filter, self.mixed_filters = filters[0], list(filters[1:])
+        train: SpeechDataset | MixedDataset = parts[0]
+        if self.mixed_manifests:
+            train = mix_datasets(parts, self.plan.train_sets, seed=self.config.train.seed)
+        self.train_dataset = train
         # Shortest first: each validation batch then has a short context (model.context: auto)
         # and transcripts of similar length, so generate wastes few steps.
-        valid_utterances = sorted(
-            self._eval_subset(self.valid_manifest.utterances), key=lambda u: u.duration or 0.0
-        )
-        valid, self.valid_filter = self.prepare_dataset(valid_utterances)
+        subset = self._eval_subset(self.valid_manifest.utterances)
+        order = np.argsort(subset.durations_or_zero(), kind="stable")
+        valid, self.valid_filter = self.prepare_dataset(subset.take(order))
         for name, manifest, kept in (
-            ("train", self.train_manifest, train),
+            ("train", self.train_manifest, parts[0]),
             ("validation", self.valid_manifest, valid),
         ):
             if len(kept) == 0:
@@ -265,7 +223,9 @@ class RoundTrainer:
         )
         return train, valid
 
-    def prepare_dataset(self, utterances: list[Utterance]) -> tuple[SpeechDataset, FilterReport]:
+    def prepare_dataset(
+        self, utterances: Sequence[Utterance]
+    ) -> tuple[SpeechDataset, FilterReport]:
         """Drop what Whisper cannot take (over 30 s, over 448 label tokens); features come later."""
         max_tokens = min(self.config.train.max_label_tokens, self.model_config.max_target_positions)
         kept, report = filter_utterances(
@@ -285,12 +245,24 @@ class RoundTrainer:
             )
         return SpeechDataset(kept, self.processor), report
 
-    def _eval_subset(self, utterances: list[Utterance]) -> list[Utterance]:
+    def _eval_subset(self, utterances: Sequence[Utterance]) -> UtteranceTable:
+        table = UtteranceTable.from_utterances(utterances)
         limit = self.config.train.max_eval_samples
-        if limit <= 0 or len(utterances) <= limit:
-            return utterances
-        chosen = sorted(random.Random(self.config.train.seed).sample(range(len(utterances)), limit))
-        return [utterances[i] for i in chosen]
+        if limit <= 0 or len(table) <= limit:
+            return table
+        chosen = sorted(random.Random(self.config.train.seed).sample(range(len(table)), limit))
+        return table.take(chosen)
+
+    def round_data(self) -> RoundData:
+        """The data of round.json: each training set with its share and draw when mixed."""
+        assert self.train_manifest is not None and self.valid_manifest is not None
+        manifests = [self.train_manifest, *self.mixed_manifests]
+        filters = [self.train_filter, *self.mixed_filters]
+        records = [_data_record(m, f) for m, f in zip(manifests, filters, strict=True)]
+        if isinstance(self.train_dataset, MixedDataset):
+            records = self.train_dataset.with_draws(records)
+        validation = _data_record(self.valid_manifest, self.valid_filter)
+        return RoundData(train=records[0], validation=validation, mixed=tuple(records[1:]))
 
     @functools.cached_property
     def model_config(self) -> Any:
@@ -335,14 +307,16 @@ class RoundTrainer:
         )
 
     def create_trainer(self, train: SpeechDataset, valid: SpeechDataset) -> Seq2SeqTrainer:
-        from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments
+        from transformers import Seq2SeqTrainingArguments
 
         t, m = self.config.train, self.config.model
         dtype = compute_dtype(t.precision)
+        workers = resolve_num_workers(self.config.data.num_workers)
+        logger.info("loader workers: %d; log-mel on the GPU: %s", workers, log_mel_on_gpu())
         # The Trainer's TensorBoard callback reads its directory from this variable only.
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.adapter_dir / LOGS)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.work_dir / LOGS)
         args = Seq2SeqTrainingArguments(
-            output_dir=str(self.adapter_dir / CHECKPOINTS),
+            output_dir=str(self.work_dir / CHECKPOINTS),
             per_device_train_batch_size=t.batch_size,
             per_device_eval_batch_size=self.config.decode.batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -364,7 +338,9 @@ class RoundTrainer:
             greater_is_better=False,
             remove_unused_columns=False,
             label_names=["labels"],
-            dataloader_num_workers=self.config.data.num_workers,
+            dataloader_num_workers=workers,
+            # Workers live across epochs and evaluations: no re-fork (and re-import) each time.
+            dataloader_persistent_workers=workers > 0,
             dataloader_pin_memory=torch.cuda.is_available(),
             # Without a GPU, accelerate sets up multi-process runs (gloo) only when told so.
             use_cpu=not torch.cuda.is_available(),
@@ -375,8 +351,7 @@ class RoundTrainer:
             ddp_find_unused_parameters=False,
             disable_tqdm=False,
         )
-        trainer_class = _duration_grouped_trainer() if m.context == "auto" else Seq2SeqTrainer
-        return trainer_class(
+        return round_trainer_class()(
             model=self.model,
             args=args,
             train_dataset=train,
@@ -386,76 +361,125 @@ class RoundTrainer:
                 pad_token_id=self.processor.tokenizer.pad_token_id,
                 context=m.context,
                 context_step_s=m.context_step_s,
+                waveforms=log_mel_on_gpu(),
             ),
             processing_class=self.processor.feature_extractor,
             compute_metrics=self.compute_metrics,
             compute_loss_func=token_mean_loss,
+            group_by_duration=m.context == "auto",
         )
 
     # -- the round ----------------------------------------------------------------------------
 
     def run(self) -> RoundResult:
-        """Train, keep the best adapter by validation CER, write round.json last."""
+        """Train, keep the best adapter by validation CER, write round.json last; the round is
+        locked for the run, and --force trains into a staging directory swapped in at the end."""
         started = time.time()
         started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        resume_from = self._prepare_output_dir()
-        self.resumed_from = Path(resume_from).name if resume_from else None
         if self.ds_config is not None:
             if not torch.cuda.is_available():
                 os.environ.setdefault("DS_ACCELERATOR", "cpu")
             ensure_process_group_env()
-        train, valid = self.load_dataset()
-        self.load_model()
-        trainer = self.create_trainer(train, valid)
-        # The Trainer evaluates and saves after the last step too, so the best checkpoint by
-        # validation CER covers the final weights as well.
-        trainer.train(resume_from_checkpoint=resume_from)
-        best_cer, best_step, best_checkpoint = self._best(trainer)
-        if trainer.is_world_process_zero():
-            self._write_adapter(trainer, best_checkpoint)
-        train_loss = _last_logged(trainer, "train_loss")
-        result = RoundResult(
-            adapter_dir=self.adapter_dir,
-            steps=trainer.state.global_step,
-            best_cer=best_cer,
-            best_step=best_step,
-            train_loss=train_loss,
-            trainable_parameters=self.parameter_counts[0],
-            total_parameters=self.parameter_counts[1],
-            seconds=time.time() - started,
-            train_filter=self.train_filter,
-            valid_filter=self.valid_filter,
-        )
-        if trainer.is_world_process_zero():
-            self._write_record(trainer, result, started_at)
+        with contextlib.ExitStack() as held:
+            resume_from = self._prepare_output_dir(held)
+            held.callback(self._drop_empty_staging)
+            self.resumed_from = Path(resume_from).name if resume_from else None
+            train, valid = self.load_dataset()
+            check_shared_memory(self.config.data.num_workers, self.config.train.batch_size)
+            self.load_model()
+            trainer = self.create_trainer(train, valid)
+            # The Trainer evaluates and saves after the last step too, so the best checkpoint by
+            # validation CER covers the final weights as well.
+            try:
+                trainer.train(resume_from_checkpoint=resume_from)
+            except Exception as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(
+                        self.work_dir / CHECKPOINTS,
+                        "saving a checkpoint (`--resume` continues from the last complete one)",
+                    ) from exc
+                raise
+            best_cer, best_step, best_checkpoint = self._best(trainer)
+            if trainer.is_world_process_zero():
+                self._write_adapter(trainer, best_checkpoint)
+            train_loss = _last_logged(trainer, "train_loss")
+            result = RoundResult(
+                adapter_dir=self.adapter_dir,
+                steps=trainer.state.global_step,
+                best_cer=best_cer,
+                best_step=best_step,
+                train_loss=train_loss,
+                trainable_parameters=self.parameter_counts[0],
+                total_parameters=self.parameter_counts[1],
+                seconds=time.time() - started,
+                train_filter=self.train_filter,
+                valid_filter=self.valid_filter,
+            )
+            if trainer.is_world_process_zero():
+                self._write_record(trainer, result, started_at)
+                if self.work_dir != self.adapter_dir:
+                    logger.info("--force: the new round replaces %s", self.adapter_dir)
+                    replace_directory(self.work_dir, self.adapter_dir)
         return result
 
-    def _prepare_output_dir(self) -> str | None:
-        """Refuse to clobber a finished round; find the checkpoint to resume from."""
-        directory = self.adapter_dir
-        finished = RoundRecord.read(directory) is not None
-        last = last_complete_checkpoint(directory / CHECKPOINTS)
-        if finished and not self.plan.force:
+    def _prepare_output_dir(self, held: contextlib.ExitStack) -> str | None:
+        """Lock the round, refuse to clobber it, pick the directory and checkpoint to go on from.
+
+        Only rank 0 decides (and deletes); the other processes receive its decision, or its
+        refusal, so no two processes ever act on different views of the directory.
+        """
+        decision: dict[str, Any] = {}
+        if is_main_process():
+            try:
+                held.enter_context(
+                    exclusive_lock(
+                        self.workspace.round_lock(self.plan.round_index),
+                        f"{self.adapter_dir} (round {self.plan.round_index})",
+                    )
+                )
+                work_dir, resume_from = self._decide_output_dir()
+                decision = {"work_dir": str(work_dir), "resume_from": resume_from}
+            except PeftyError as exc:
+                decision = {"error": str(exc)}
+        decision = share_from_rank_zero(decision)
+        if "error" in decision:
+            raise PeftyError(decision["error"])
+        self.work_dir = Path(decision["work_dir"])
+        return decision["resume_from"]
+
+    def _drop_empty_staging(self) -> None:  # a failed --force run without checkpoints
+        staging = self.work_dir
+        if staging != self.adapter_dir and is_main_process() and staging.is_dir():
+            if last_complete_checkpoint(staging / CHECKPOINTS) is None:
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _decide_output_dir(self) -> tuple[Path, str | None]:
+        """(the directory this run writes, the checkpoint it resumes from); rank 0 only."""
+        final, plan = self.adapter_dir, self.plan
+        if RoundRecord.read(final) is not None and not plan.force:
             raise PeftyError(
-                f"{directory} is a finished round: pass --force to train it again "
-                "(the old adapter is replaced)"
+                f"{final} is a finished round: pass --force to train it again (the old adapter "
+                "is replaced only once the new round finishes)"
             )
-        if self.plan.force and directory.exists() and is_main_process():
-            logger.warning("--force: replacing %s", directory)
-            shutil.rmtree(directory)
-            return None
-        if last and not self.plan.resume:
+        work_dir = self.workspace.adapter_staging_dir(plan.round_index) if plan.force else final
+        last = last_complete_checkpoint(work_dir / CHECKPOINTS)
+        if plan.force and not (plan.resume and last) and work_dir.exists():
+            logger.info("--force: starting over in %s (%s stays until then)", work_dir, final)
+            shutil.rmtree(work_dir)
+            last = None
+        if last and not plan.resume:
             raise PeftyError(
-                f"{directory} holds an unfinished round ({Path(last).name}): pass --resume "
+                f"{final} holds an unfinished round ({Path(last).name}): pass --resume "
                 "to continue it or --force to start over"
             )
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.plan.resume:
-            if last:
-                logger.info("resuming from %s", last)
-                return last
-            logger.info("--resume: no checkpoint in %s yet, starting the round", directory)
-        return None
+        work_dir.mkdir(parents=True, exist_ok=True)
+        if plan.resume and last:
+            verify_checkpoint(Path(last))  # before DeepSpeed unpickles it with weights_only=False
+            logger.info("resuming from %s", last)
+            return work_dir, last
+        if plan.resume:
+            logger.info("--resume: no checkpoint in %s yet, starting the round", work_dir)
+        return work_dir, None
 
     def _best(self, trainer: Seq2SeqTrainer) -> tuple[float | None, int | None, Path | None]:
         """(best CER, its step, its checkpoint); no checkpoint means keep the final weights."""
@@ -466,8 +490,8 @@ class RoundTrainer:
         return state.best_metric, int(best_checkpoint.name.split("-")[-1]), best_checkpoint
 
     def _write_adapter(self, trainer: Seq2SeqTrainer, best_checkpoint: Path | None) -> None:
-        """Put the best adapter's files in adapters/roundN/, each by an atomic rename."""
-        staging = self.adapter_dir / ".adapter.partial"
+        """Put the best adapter's files in the run's directory, each by an atomic rename."""
+        staging = self.work_dir / ".adapter.partial"
         shutil.rmtree(staging, ignore_errors=True)
         if best_checkpoint is None:
             trainer.save_model(str(staging))
@@ -476,9 +500,9 @@ class RoundTrainer:
             for name in ADAPTER_FILES:
                 shutil.copy2(best_checkpoint / name, staging / name)
         for name in ADAPTER_FILES:
-            os.replace(staging / name, self.adapter_dir / name)
+            os.replace(staging / name, self.work_dir / name)
         shutil.rmtree(staging, ignore_errors=True)
-        dump_config(self.config, self.adapter_dir / "config.yaml")
+        dump_config(self.config, self.work_dir / "config.yaml")
 
     def _write_record(self, trainer: Seq2SeqTrainer, result: RoundResult, started_at: str) -> None:
         assert self.train_manifest is not None and self.valid_manifest is not None
@@ -495,10 +519,7 @@ class RoundTrainer:
             base=self.plan.base,
             base_dir=self.base_dir,
             base_hash=weights_hash(self.base_dir),
-            data=RoundData(
-                train=_data_record(self.train_manifest, self.train_filter),
-                validation=_data_record(self.valid_manifest, self.valid_filter),
-            ),
+            data=self.round_data(),
             quant=self.config.model.quant,
             deepspeed=self.config.train.deepspeed,
             world_size=int(os.environ.get("WORLD_SIZE", "1")),
@@ -520,31 +541,10 @@ class RoundTrainer:
             config=config_to_dict(self.config),
         )
         atomic_write_text(
-            self.adapter_dir / "log_history.json",
+            self.work_dir / "log_history.json",
             json.dumps(trainer.state.log_history, indent=1) + "\n",
         )
-        record.write(self.adapter_dir)
-
-
-def _duration_grouped_trainer() -> type:
-    from transformers import Seq2SeqTrainer
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    class DurationGroupedTrainer(Seq2SeqTrainer):
-        """Batches of utterances of similar duration, so `model.context: auto` pads little.
-
-        The Trainer's own `group_by_length` would decode every utterance's audio once just to
-        measure it; the manifests already hold the durations.
-        """
-
-        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            return LengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                lengths=dataset.durations,
-            )
-
-    return DurationGroupedTrainer
+        record.write(self.work_dir)
 
 
 def _data_record(manifest: Manifest, report: FilterReport) -> DataRecord:
@@ -562,5 +562,12 @@ def _last_logged(trainer: Seq2SeqTrainer, key: str) -> float | None:
 
 
 def train_round(workspace: Workspace, config: Config, plan: RoundPlan) -> RoundResult:
-    """Build a RoundTrainer and run it; the entry point of `pefty train`."""
-    return RoundTrainer(config, workspace, plan).run()
+    """Build a RoundTrainer and run it, then end the process group (so the exit code of each
+    rank says how its round went); the entry point of `pefty train`."""
+    try:
+        result = RoundTrainer(config, workspace, plan).run()
+    except BaseException:
+        end_process_group(synchronize=False)
+        raise
+    end_process_group()
+    return result

@@ -13,20 +13,23 @@ import re
 import types
 import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from pefty_whisper.config import Config, ModelSection, load_config
 from pefty_whisper.data.manifest import round_manifest_name
 from pefty_whisper.errors import PeftyError
-from pefty_whisper.files import atomic_write_text
+from pefty_whisper.files import atomic_write_text, lock_path
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "pefty.yaml"
 ROUND_FILE = "round.json"
 BASE_LABEL = "round0"  # eval/round0/: the configured base, zero-shot
+# Field metadata: a key written only when it differs from its default, so a record of a kind
+# written before the key existed comes back from a re-write key for key.
+OMIT_DEFAULT = "omit_default"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,15 @@ class Workspace:
 
     def adapter_dir(self, round_index: int) -> Path:
         return self.root / "adapters" / self.round_label(round_index)
+
+    def adapter_staging_dir(self, round_index: int) -> Path:
+        """Where `train --force` trains: swapped in for adapters/roundN only once finished, so a
+        typo, a crash or Ctrl-C in the new run never costs the old round."""
+        return self.root / "adapters" / f".{self.round_label(round_index)}.next"
+
+    def round_lock(self, round_index: int) -> Path:
+        """adapters/.roundN.lock: one `pefty train` per round at a time."""
+        return lock_path(self.adapter_dir(round_index))
 
     def merged_dir(self, round_index: int) -> Path:
         return self.root / "merged" / self.round_label(round_index)
@@ -152,13 +164,14 @@ class Workspace:
     def eval_dir(self, label: str) -> Path:
         return self.root / "eval" / label
 
-    def eval_json(self, label: str, set_name: str) -> Path:
-        """The summary of one evaluation: metrics, model, set, backend."""
-        return self.eval_dir(label) / f"{set_name}.json"
+    def eval_json(self, label: str, set_name: str, variant: str = "") -> Path:
+        """The summary of one evaluation: metrics, model, set, backend. A variant (a partial
+        set, another context) is eval_clean@first-50.json, never the round's eval_clean.json."""
+        return self.eval_dir(label) / f"{set_name}{'@' + variant if variant else ''}.json"
 
-    def eval_tsv(self, label: str, set_name: str) -> Path:
+    def eval_tsv(self, label: str, set_name: str, variant: str = "") -> Path:
         """One row per utterance of an evaluation, so a figure traces back to its sentences."""
-        return self.eval_dir(label) / f"{set_name}.tsv"
+        return self.eval_dir(label) / f"{set_name}{'@' + variant if variant else ''}.tsv"
 
     def eval_summaries(self) -> list[Path]:
         """Every eval/<label>/<set>.json, for the rounds table."""
@@ -218,6 +231,10 @@ class DataRecord:
     dropped_audio_over_max_duration: int = 0
     dropped_labels_over_max_tokens: int = 0
     dropped_unreadable_audio: int = 0
+    # Training sets of a round that mixes several: the share of each epoch asked for it, and
+    # the examples drawn from it per epoch (absent from records of unmixed rounds)
+    share: float | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    drawn: int | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     @property
     def name(self) -> str:
@@ -227,8 +244,25 @@ class DataRecord:
 
 @dataclass(frozen=True)
 class RoundData:
-    train: DataRecord
+    train: DataRecord  # the round's own set (the first `--train`)
     validation: DataRecord
+    # further training sets mixed in, with their shares
+    mixed: tuple[DataRecord, ...] = field(default=(), metadata={OMIT_DEFAULT: True})
+
+    @property
+    def train_label(self) -> str:
+        """`train_KsponSpeech_02_train + cv_ko_train 10%` for a mixed round, else the name."""
+        sets = [self.train, *self.mixed]
+        if len(sets) == 1:
+            return self.train.name
+        return " + ".join(f"{d.name} {100 * (d.share or 0):.0f}%" for d in sets)
+
+    @property
+    def train_examples(self) -> int:
+        """Examples per epoch: the kept utterances, or what a mixed round draws from each set."""
+        if not self.mixed:
+            return self.train.kept
+        return sum(d.kept if d.drawn is None else d.drawn for d in (self.train, *self.mixed))
 
 
 @dataclass(frozen=True)
@@ -350,6 +384,9 @@ def _field_value(annotation: Any, value: Any, path: Path, where: str) -> Any:
         annotation = inner[0] if len(inner) == 1 else Any
     if dataclasses.is_dataclass(annotation):
         return _from_json(annotation, value, path, f"{where}.")
+    if typing.get_origin(annotation) is tuple and isinstance(value, list):
+        inner = typing.get_args(annotation)[0]
+        return tuple(_field_value(inner, v, path, f"{where}[{i}]") for i, v in enumerate(value))
     if annotation is Path:
         return Path(value)
     return value
@@ -357,6 +394,12 @@ def _field_value(annotation: Any, value: Any, path: Path, where: str) -> Any:
 
 def _to_json(record: Any) -> dict[str, Any]:
     def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {
+                f.name: plain(getattr(value, f.name))
+                for f in dataclasses.fields(value)
+                if not (f.metadata.get(OMIT_DEFAULT) and getattr(value, f.name) == f.default)
+            }
         if isinstance(value, Path):
             return str(value)
         if isinstance(value, dict):
@@ -365,7 +408,7 @@ def _to_json(record: Any) -> dict[str, Any]:
             return [plain(v) for v in value]
         return value
 
-    return plain(dataclasses.asdict(record))
+    return plain(record)
 
 
 # -- records: export.json of exports/<name> (written by pefty_whisper.export) ---------------------
