@@ -47,6 +47,17 @@ class DataSection:
     mix: tuple[str, ...] = ()
     """Sets mixed into every round's training data, each NAME:share (share of each epoch's
     examples, e.g. cv_ko_train:0.1), on top of the round's own set or `--train`."""
+    packing: bool = False
+    """Train on packed 30 s windows with timestamps (consecutive utterances joined with short
+    silences, data/packing.py), the format Whisper was trained on: the model keeps predicting
+    timestamps for long-form decoding, and each window carries several utterances. Training
+    and validation then run at the full 30 s context."""
+    single_share: float = 0.3
+    """With packing: the share of utterances kept as single examples with <|notimestamps|>, so
+    decoding without timestamps keeps working too."""
+    no_speech_share: float = 0.05
+    """With packing: no-speech windows (silence, low noise, hum) per speech window, whose target
+    is the no-speech token and an empty transcript."""
 
 
 @dataclass(frozen=True)
@@ -251,6 +262,8 @@ RANGES: dict[str, Bounds] = {
     "data.max_duration_s": Bounds(0, open_low=True),
     "data.min_duration_s": Bounds(0),
     "data.num_workers": Bounds(0, 64),
+    "data.single_share": Bounds(0, 1),
+    "data.no_speech_share": Bounds(0, 1),
     "lora.r": Bounds(1, 4096),
     "lora.alpha": Bounds(0, open_low=True),
     "lora.dropout": Bounds(0, 1, open_high=True),

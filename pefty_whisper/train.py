@@ -50,6 +50,7 @@ from pefty_whisper.data.mixing import (
     check_distinct,
     mix_datasets,
 )
+from pefty_whisper.data.packing import PackedDataset, packed_training_set, packing_summary
 from pefty_whisper.data.table import UtteranceTable
 from pefty_whisper.deepspeed_setup import DEEPSPEED_PRESETS, deepspeed_config  # noqa: F401
 from pefty_whisper.errors import ConfigError, DataError, PeftyError
@@ -200,9 +201,16 @@ class RoundTrainer:
         self.valid_manifest = read_manifest(self.plan.valid_csv)
         parts, filters = zip(*(self.prepare_dataset(m.utterances) for m in manifests), strict=True)
         self.train_filter, self.mixed_filters = filters[0], list(filters[1:])
-        train: SpeechDataset | MixedDataset = parts[0]
+        train: SpeechDataset | MixedDataset | PackedDataset = parts[0]
+        if self.mixed_manifests and self.config.data.packing:
+            raise ConfigError(
+                "data.packing with several training sets (--train A --train B:share) is not "
+                "supported yet: pack one set, or set data.packing=false"
+            )
         if self.mixed_manifests:
             train = mix_datasets(parts, self.plan.train_sets, seed=self.config.train.seed)
+        elif self.config.data.packing:
+            train = packed_training_set(parts[0].utterances, self.processor.tokenizer, self.config)
         self.train_dataset = train
         # Shortest first: each validation batch then has a short context (model.context: auto)
         # and transcripts of similar length, so generate wastes few steps.
@@ -216,7 +224,7 @@ class RoundTrainer:
             if len(kept) == 0:
                 raise DataError(f"{manifest.path}: no usable utterances for {name}")
         logger.info(
-            "train: %d utterances (%.2f h); validation: %d",
+            "train: %d examples (%.2f h); validation: %d",
             len(train),
             self.train_manifest.hours,
             len(valid),
@@ -359,14 +367,16 @@ class RoundTrainer:
             data_collator=SpeechCollator(
                 feature_extractor=self.processor.feature_extractor,
                 pad_token_id=self.processor.tokenizer.pad_token_id,
-                context=m.context,
+                # Packed windows are Whisper's 30 s, and validation then decodes at 30 s as
+                # faster-whisper and every other consumer of an export does.
+                context="full" if self.config.data.packing else m.context,
                 context_step_s=m.context_step_s,
                 waveforms=log_mel_on_gpu(),
             ),
             processing_class=self.processor.feature_extractor,
             compute_metrics=self.compute_metrics,
             compute_loss_func=token_mean_loss,
-            group_by_duration=m.context == "auto",
+            group_by_duration=m.context == "auto" and not self.config.data.packing,
         )
 
     # -- the round ----------------------------------------------------------------------------
@@ -539,12 +549,19 @@ class RoundTrainer:
             seconds=round(result.seconds, 1),
             versions=package_versions("bitsandbytes", "deepspeed", "accelerate"),
             config=config_to_dict(self.config),
+            packing=packing_summary(self.train_dataset, _examples_seen(trainer)),
         )
         atomic_write_text(
             self.work_dir / "log_history.json",
             json.dumps(trainer.state.log_history, indent=1) + "\n",
         )
         record.write(self.work_dir)
+
+
+def _examples_seen(trainer: Seq2SeqTrainer) -> int:
+    args = trainer.args
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    return trainer.state.global_step * per_step * max(1, args.world_size)
 
 
 def _data_record(manifest: Manifest, report: FilterReport) -> DataRecord:

@@ -300,6 +300,9 @@ class RoundRecord(_RoundJson):
     seconds: float
     versions: dict[str, str]
     config: dict[str, Any]  # the resolved config as trained (config_to_dict)
+    # data.packing: windows, packed/single/no-speech counts and utterances of one pass, and
+    # the windows the round saw (data/packing.py); absent for a round of single utterances.
+    packing: dict[str, int] | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     def model_section(self, current: ModelSection) -> ModelSection:
         """The model section the round was trained with (language, task), for decoding it;

@@ -269,15 +269,25 @@ class SpeechCollator:
             inputs = {"input_audio": padded_waveforms(*args)}
         else:
             inputs = {"input_features": torch.from_numpy(batch_features(*args))}
-        longest = max(len(item["labels"]) for item in items) - 1
+        pairs = [_decoder_pair(item) for item in items]
+        longest = max(len(targets) for _, targets in pairs)
         decoder_input_ids = torch.full((len(items), longest), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(items), longest), -100, dtype=torch.long)
-        for row, item in enumerate(items):
-            ids = torch.tensor(item["labels"], dtype=torch.long)
-            decoder_input_ids[row, : len(ids) - 1] = ids[:-1]
-            labels[row, : len(ids) - 1] = ids[1:]
+        for row, (reads, targets) in enumerate(pairs):
+            decoder_input_ids[row, : len(reads)] = torch.tensor(reads, dtype=torch.long)
+            labels[row, : len(targets)] = torch.tensor(targets, dtype=torch.long)
         return {
             **inputs,
             "decoder_input_ids": decoder_input_ids,
             "labels": labels,
         }
+
+
+def _decoder_pair(item: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """(decoder inputs, targets) of one example: the usual shift of its label ids, or the pair
+    a packed window brings (a no-speech window reads the forced prompt but is taught the
+    no-speech token after <|startoftranscript|>, data/packing.py)."""
+    if "decoder_input_ids" in item:
+        return item["decoder_input_ids"], item["labels"]
+    ids = item["labels"]
+    return ids[:-1], ids[1:]

@@ -26,12 +26,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
+from pefty_whisper.data.audio import SAMPLE_RATE, load_audio, probe_audio
 from pefty_whisper.data.manifest import Utterance
 from pefty_whisper.errors import DataError
 
 if TYPE_CHECKING:
     from transformers import WhisperTokenizer
+
+    from pefty_whisper.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +275,8 @@ class PackedDataset(torch.utils.data.Dataset):
         special: SpecialTokens,
         window_s: float = WINDOW_S,
     ) -> None:
-        self.utterances = list(utterances)
+        # Kept as given: a data/table.py table stays a few arrays in forked loader workers.
+        self.utterances = utterances
         self.plan = plan
         self.tokenizer = tokenizer
         self.special = special
@@ -336,3 +339,37 @@ def _item(audio: np.ndarray, example: Example) -> dict[str, Any]:
         "decoder_input_ids": list(example.inputs),
         "labels": list(example.labels),
     }
+
+
+def packed_training_set(
+    utterances: Sequence[Utterance], tokenizer: WhisperTokenizer, config: Config
+) -> PackedDataset:
+    """A round's training set as packed windows, single utterances and no-speech windows, in
+    the shares the config's data section asks for (seeded by data.split_seed)."""
+    data = config.data
+    options = PackingOptions(
+        single_share=data.single_share, no_speech_share=data.no_speech_share, seed=data.split_seed
+    )
+    sentences = [utterance.sentence for utterance in utterances]
+    lengths = [len(ids) for ids in tokenizer(sentences, add_special_tokens=False).input_ids]
+    # A manifest written by hand may lack durations: the pcm/wav header tells them.
+    durations = [u.duration or probe_audio(u.path).duration_s for u in utterances]
+    plan = plan_windows(durations, lengths, options)
+    special = SpecialTokens.from_tokenizer(tokenizer, config.model.language, config.model.task)
+    logger.info(
+        "packed %d utterances into %d windows (%d packed, %d single, %d no-speech)",
+        plan.utterances,
+        len(plan.windows),
+        plan.count("packed"),
+        plan.count("single"),
+        plan.count("no_speech"),
+    )
+    return PackedDataset(utterances, plan, tokenizer, special, options.window_s)
+
+
+def packing_summary(dataset: Any, windows_seen: int) -> dict[str, int] | None:
+    """round.json's record of a packed round: one pass's windows and utterances, and the
+    windows the round saw; None for a round of single utterances."""
+    if not isinstance(dataset, PackedDataset):
+        return None
+    return {**dataset.plan.summary(), "windows_seen": windows_seen}

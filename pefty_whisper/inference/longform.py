@@ -395,6 +395,11 @@ def _hf_segments(output: Any, row: int) -> list[dict[str, Any]]:
 def predicts_timestamps(transcriber: Transcriber, audio: np.ndarray) -> bool:
     """Whether the model, left to choose after `<|lang|><|task|>`, starts with a timestamp
     rather than `<|notimestamps|>`: a model fine-tuned without timestamps has unlearnt them."""
+    return timestamp_margin(transcriber, audio) > 0
+
+
+def timestamp_margin(transcriber: Transcriber, audio: np.ndarray) -> float:
+    """log p(any timestamp) - log p(<|notimestamps|>) for the first token after the prompt."""
     import torch
 
     engine = transcriber.engine
@@ -415,12 +420,12 @@ def predicts_timestamps(transcriber: Transcriber, audio: np.ndarray) -> bool:
         )
     logprobs = torch.log_softmax(logits, dim=-1)
     timestamp = torch.logsumexp(logprobs[no_timestamps + 1 :], dim=-1)
-    answer = bool(timestamp > logprobs[no_timestamps])
+    margin = float(timestamp - logprobs[no_timestamps])
     logger.info(
         "%s %s timestamps (log p: timestamps %.2f, <|notimestamps|> %.2f)",
         transcriber.model_dir,
-        "predicts" if answer else "does not predict",
+        "predicts" if margin > 0 else "does not predict",
         float(timestamp),
         float(logprobs[no_timestamps]),
     )
-    return answer
+    return margin

@@ -1,0 +1,88 @@
+"""A round on packed 30 s windows (data.packing): what it records, and that the model it makes
+keeps predicting timestamps, which a round of single utterances unlearns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fixtures import save_tiny_whisper
+from workspaces import make_workspace
+
+from pefty_whisper.cli import main
+from pefty_whisper.data.audio import load_audio
+from pefty_whisper.inference import Transcriber, TranscriberOptions
+from pefty_whisper.inference.longform import predicts_timestamps, timestamp_margin
+from pefty_whisper.workspace import RoundRecord
+
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")
+
+# 48 one-second utterances: three packed windows of 16 plus one no-speech window per pass.
+PACKED = ["-o", "data.packing=true", "-o", "data.single_share=0", "-o", "data.no_speech_share=0.34"]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    return save_tiny_whisper(tmp_path_factory.mktemp("base") / "tiny", seed=4)
+
+
+def train_and_merge(work: Path, base: Path, *overrides: str) -> Path:
+    ws = ["--workdir", str(work)]
+    common = ["--quant", "none", "--deepspeed", "none", "-o", "train.learning_rate=0.02"]
+    for args in (
+        ["train", "--round", "1", "--base", str(base), *common, *overrides, *ws],
+        ["merge", "--round", "1", *ws],
+    ):
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+    return work / "merged" / "round1"
+
+
+def test_packed_round_records_its_windows_and_keeps_timestamps(tiny_base, tmp_path):
+    packed_work = make_workspace(tmp_path / "packed", repeats=12)
+    packed = train_and_merge(packed_work, tiny_base, *PACKED)
+    record = RoundRecord.read(packed_work / "adapters" / "round1")
+    assert record is not None and record.packing is not None
+    assert record.packing == {
+        "windows": 4,
+        "packed_windows": 3,
+        "single_utterances": 0,
+        "no_speech_windows": 1,
+        "utterances": 48,
+        "windows_seen": 8 * 4,  # 8 steps of batch 4
+    }
+
+    single_work = make_workspace(tmp_path / "single", repeats=12)
+    single = train_and_merge(single_work, tiny_base)
+    assert RoundRecord.read(single_work / "adapters" / "round1").packing is None
+
+    # Left to choose after <|ko|><|transcribe|>, the packed round's model starts with a
+    # timestamp, so long-form decoding can move its window by what it predicts; a round of
+    # single utterances with <|notimestamps|> moves the same base the other way.
+    audio = np.concatenate([load_audio(p) for p in sorted((packed_work / "audio").glob("*.pcm"))])
+    options = TranscriberOptions(backend="torch", max_new_tokens=12)
+    packed_model = Transcriber(packed, options)
+    assert predicts_timestamps(packed_model, audio)
+    assert packed_model.method(audio) == "sequential"
+    margins = {
+        name: timestamp_margin(Transcriber(model, options), audio)
+        for name, model in (("base", tiny_base), ("packed", packed), ("single", single))
+    }
+    # A random base already "prefers" timestamps by their number (log 1501, the logsumexp of
+    # near-uniform logits): what training shows is the direction each format moves it.
+    assert margins["single"] < margins["base"] and margins["single"] < margins["packed"], margins
+
+
+def test_packing_with_mixed_sets_is_refused_before_the_model_loads(tiny_base, tmp_path):
+    work = make_workspace(tmp_path)
+    other = work / "data" / "other.csv"
+    other.write_text((work / "data" / "train_KsponSpeech_01_train.csv").read_text())
+    result = CliRunner().invoke(
+        main,
+        ["train", "--round", "1", "--base", str(tiny_base), "--train", "train_KsponSpeech_01_train",
+         "--train", "other:0.5", *PACKED, "--workdir", str(work)],
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "data.packing with several training sets" in result.output
