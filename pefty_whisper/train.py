@@ -395,7 +395,8 @@ class RoundTrainer:
             held.callback(self._drop_empty_staging)
             self.resumed_from = Path(resume_from).name if resume_from else None
             train, valid = self.load_dataset()
-            check_shared_memory(self.config.data.num_workers, self.config.train.batch_size)
+            workers = resolve_num_workers(self.config.data.num_workers)  # null: from the CPUs
+            check_shared_memory(workers, self.config.train.batch_size)
             self.load_model()
             trainer = self.create_trainer(train, valid)
             # The Trainer evaluates and saves after the last step too, so the best checkpoint by

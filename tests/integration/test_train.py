@@ -270,3 +270,18 @@ def test_kill_9_mid_round_then_resume(tiny_base, tmp_path):
     assert record["resumed_from"] in {"checkpoint-4", "checkpoint-6"}
     history = json.loads((adapter / "log_history.json").read_text())
     assert [e["step"] for e in history if "loss" in e] == list(range(1, 9))
+
+
+def test_a_round_at_the_default_loader_settings_trains(tiny_base, tmp_path):
+    # Every other test pins data.num_workers; the default is null (from the CPU count), and a
+    # check that compared it before resolving it once broke `pefty train` at the defaults.
+    work = make_workspace(tmp_path)
+    result = CliRunner().invoke(
+        main,
+        ["train", "--round", "1", "--base", str(tiny_base), "--workdir", str(work),
+         "-o", "data.num_workers=null", "-o", "train.max_steps=2", "-o", "train.eval_steps=2"],
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "loader workers: " in result.output
+    assert RoundRecord.read(work / "adapters" / "round1").steps == 2
