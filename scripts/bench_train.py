@@ -11,6 +11,9 @@ Configurations (all with gradient checkpointing on, the toolkit's default):
   none-nods    `pefty train --quant none --deepspeed none`
   8bit-zero2-auto  the default, with `-o model.context=auto`: each batch padded to its longest
                utterance (rounded up to 2 s) instead of 30 s, batches grouped by duration
+  8bit-zero2-packed  the default, with `-o data.packing=true`: packed 30 s windows of several
+               utterances with timestamps (data/packing.py); utterances/s counts what the
+               windows carry, so it compares with the others' samples/s
 
 Each configuration runs in a fresh Python process, so its peak memory is its own. With
 --large-v3-gpu on a CUDA machine, whisper-large-v3's architecture (random weights, no hub) is
@@ -50,7 +53,7 @@ from transformers import TrainerCallback  # noqa: E402
 from pefty_whisper.config import DataSection  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
 from pefty_whisper.files import package_versions  # noqa: E402
-from pefty_whisper.workspace import Workspace  # noqa: E402
+from pefty_whisper.workspace import RoundRecord, Workspace  # noqa: E402
 
 BASELINE = "hf-full-ft"
 # config name -> (quant, deepspeed, encoder context); the baseline is not a pefty run.
@@ -60,6 +63,7 @@ PEFTY_CONFIGS = {
     "none-zero2": ("none", "zero2", "full"),
     "none-nods": ("none", "none", "full"),
     "8bit-zero2-auto": ("8bit", "zero2", "auto"),
+    "8bit-zero2-packed": ("8bit", "zero2", "packed"),
 }
 ALL_CONFIGS = (BASELINE, *PEFTY_CONFIGS)
 LARGE_V3 = "large-v3-8bit-zero2"
@@ -98,7 +102,8 @@ class RunSpec:
     name: str
     quant: str  # 8bit or none: the base's precision (the baseline trains a plain model)
     deepspeed: str
-    context: str  # full (30 s, the baseline's) or auto (see pefty_whisper/context.py)
+    # full (30 s, the baseline's), auto (see pefty_whisper/context.py), or packed (30 s windows)
+    context: str
     base: str
     train_csv: str
     valid_csv: str
@@ -207,7 +212,8 @@ def run_pefty_child(spec: RunSpec) -> dict[str, Any]:
         "decode.batch_size": 2,
         "decode.max_new_tokens": 16,
         "train.logging_steps": 1,
-        "model.context": spec.context,
+        "model.context": "full" if spec.context == "packed" else spec.context,
+        "data.packing": "true" if spec.context == "packed" else "false",
     }
     args = [
         "train",
@@ -226,7 +232,14 @@ def run_pefty_child(spec: RunSpec) -> dict[str, Any]:
         cli.main.main(args, prog_name="pefty", standalone_mode=False)
     except click.ClickException as exc:
         raise SystemExit(f"pefty train failed: {exc.format_message()}") from None
-    return timer.result(spec, str(compute_dtype("auto")).removeprefix("torch."))
+    result = timer.result(spec, str(compute_dtype("auto")).removeprefix("torch."))
+    record = RoundRecord.read(Path(spec.run_dir) / "adapters" / "round1")
+    packing = record.packing if record is not None else None
+    # A packed window carries several utterances: utterances/s is what compares across configs.
+    per_example = packing["utterances"] / packing["windows"] if packing else 1.0
+    result["utterances_per_example"] = round(per_example, 2)
+    result["utterances_per_s"] = result["samples_per_s"] * per_example
+    return result
 
 
 def run_hf_child(spec: RunSpec) -> dict[str, Any]:
@@ -419,7 +432,8 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     baseline = next((r for r in results if r["config"] == BASELINE and "error" not in r), {})
     cuda = any(r.get("peak_cuda_allocated_gb") is not None for r in results)
     versus = f"vs {BASELINE}"
-    header = ["config", "quant", "DeepSpeed", "context", "samples/s", versus, "peak RSS GB", versus]
+    header = ["config", "quant", "DeepSpeed", "context", "samples/s", "utterances/s", versus]
+    header += ["peak RSS GB", versus]
     if cuda:
         header += ["peak CUDA GB", versus]
     header.append("trainable params")
@@ -436,7 +450,10 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             r["deepspeed"],
             r.get("context", "full"),
             _fmt(r["samples_per_s"]),
-            _ratio(r["samples_per_s"], baseline.get("samples_per_s")) if own else "-",
+            _fmt(r.get("utterances_per_s", r["samples_per_s"])),
+            _ratio(r.get("utterances_per_s", r["samples_per_s"]), baseline.get("samples_per_s"))
+            if own
+            else "-",
             _fmt(r["peak_rss_gb"]),
             _ratio(r["peak_rss_gb"], baseline.get("peak_rss_gb")) if own else "-",
         ]
