@@ -86,7 +86,14 @@ def stitch_recordings(
 def score_longform(transcriber: Any, recordings: Sequence[Recording]) -> LongformScore:
     """Transcribe each recording whole (the Transcriber's long-form path) and score it."""
     started = time.perf_counter()
-    results = transcriber.transcribe_audios([r.audio for r in recordings])
+    step = max(1, transcriber.options.batch_size)  # a whole set in one generate would not fit
+    results = [
+        result
+        for begin in range(0, len(recordings), step)
+        for result in transcriber.transcribe_audios(
+            [r.audio for r in recordings[begin : begin + step]]
+        )
+    ]
     seconds = time.perf_counter() - started
     scores = score_corpus([r.reference for r in recordings], [t.text for t in results])
     reference_chars = sum(u.chars.reference_length for u in scores.utterances)

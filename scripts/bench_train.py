@@ -255,7 +255,12 @@ def run_hf_child(spec: RunSpec) -> dict[str, Any]:
         WhisperForConditionalGeneration,
     )
 
-    from pefty_whisper.data.features import SpeechCollator, SpeechDataset, filter_utterances
+    from pefty_whisper.data.features import (
+        SpeechCollator,
+        SpeechDataset,
+        filter_utterances,
+        resolve_num_workers,
+    )
     from pefty_whisper.data.manifest import read_manifest
     from pefty_whisper.model import load_processor
 
@@ -288,7 +293,7 @@ def run_hf_child(spec: RunSpec) -> dict[str, Any]:
         predict_with_generate=True,
         remove_unused_columns=False,
         label_names=["labels"],
-        dataloader_num_workers=config.data.num_workers,
+        dataloader_num_workers=resolve_num_workers(config.data.num_workers),
         seed=spec.seed,
     )
     timer = StepTimer()

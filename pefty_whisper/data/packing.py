@@ -172,6 +172,9 @@ class SpecialTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer: WhisperTokenizer, language: str, task: str) -> SpecialTokens:
+        from pefty_whisper.whisper_files import language_code
+
+        language = language_code(language)  # the config accepts 'korean' and 'KO' too
         vocab = tokenizer.get_vocab()
         # large-v3 calls it <|nospeech|>, earlier multilingual models <|nocaptions|>; both sit
         # right before <|notimestamps|>, where transformers' and faster-whisper's no-speech

@@ -75,7 +75,10 @@ def export_onnx(
     probe, probe_kind = probe_or_default(probe_audio)
     # The ONNX encoder takes 30 s inputs only, so PyTorch is probed at the full context too:
     # otherwise the check would compare two different inputs.
-    options = replace(probe_options or TranscriberOptions(), context="full")
+    # The ONNX engine decodes greedily and has no timestamp path: probe both sides that way.
+    options = replace(
+        probe_options or TranscriberOptions(), context="full", beam_size=1, longform="chunked"
+    )
     model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
     feature_extractor = load_feature_extractor(model_dir)
     frames = int(feature_extractor.nb_max_frames)

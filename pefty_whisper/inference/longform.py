@@ -303,7 +303,6 @@ def _transformers_long_form(
     """transformers' sequential long-form generate on the whole files, batched; with VAD, on the
     speech regions joined (as faster-whisper's vad_filter does), times mapped back after."""
     import torch
-    from faster_whisper.vad import SpeechTimestampsMap
 
     from pefty_whisper.inference import Segment
 
@@ -314,6 +313,9 @@ def _transformers_long_form(
             inputs.append(audio)
             maps.append(None)
             continue
+        # Regions exist only where the VAD ran, i.e. where faster-whisper (an extra) is installed.
+        from faster_whisper.vad import SpeechTimestampsMap
+
         samples = [
             {"start": round(s * SAMPLE_RATE), "end": round(e * SAMPLE_RATE)}
             for s, e in plan.regions

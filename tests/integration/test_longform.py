@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 from fixtures import save_tiny_whisper
 
 from pefty_whisper.cli import main
+from pefty_whisper.data.audio import load_audio
 from pefty_whisper.errors import ConfigError
 from pefty_whisper.inference import Segment, Transcriber, TranscriberOptions
 from pefty_whisper.inference.longform import (
@@ -187,3 +189,18 @@ def test_cli_writes_vtt_and_srt_with_segment_times(models: dict[str, Path], stit
     # Two chunks: the first two sentences (a 1 s pause), the last one after the silence.
     assert srt.stdout.startswith("1\n00:00:00,") and "\n2\n00:00:2" in srt.stdout
     assert "\n3\n" not in srt.stdout
+
+
+def test_torch_sequential_decoding_needs_no_faster_whisper(
+    models: dict[str, Path], stitched: tuple, monkeypatch: pytest.MonkeyPatch
+):
+    # faster-whisper comes with the [export] extra only; a base install decodes a checkpoint
+    # with transformers' long-form generate (without VAD) all the same.
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    monkeypatch.setitem(sys.modules, "faster_whisper.vad", None)
+    options = TranscriberOptions(backend="torch", longform="sequential", vad="never")
+    transcriber = Transcriber(models["torch"], replace(options, max_new_tokens=8))
+    audio = load_audio(stitched[0])
+    [result] = transcriber.transcribe_audios([audio])
+    assert result.method.startswith("sequential")
+    assert all(s.start <= s.end <= result.duration_s + 1e-6 for s in result.segments)

@@ -160,3 +160,9 @@ def test_the_no_speech_token_is_whispers(special: SpecialTokens, tokenizer) -> N
     # where transformers' and faster-whisper's no-speech detection read it.
     assert special.no_speech == special.no_timestamps - 1
     assert tokenizer.convert_ids_to_tokens(special.no_speech) == "<|nocaptions|>"
+
+
+def test_the_language_may_be_given_as_the_config_accepts_it(tokenizer, special) -> None:
+    # model.language accepts Whisper's names and any case; packing must read it the same way.
+    for language in ("korean", "KO", "ko"):
+        assert SpecialTokens.from_tokenizer(tokenizer, language, "transcribe") == special
