@@ -10,10 +10,9 @@ PyTorch model it came from, and evaluation, export checks, benchmarks and a serv
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -155,17 +154,6 @@ class DecodeTimings:
 # --------------------------------------------------------------------------------------------
 # The Transcriber
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Window:
-    """One <= 30 s piece of a file, decoded in a batch with pieces of other files."""
-
-    file_index: int
-    start_s: float
-    end_s: float
-    audio: np.ndarray
-    text: str = field(default="")
 
 
 class Transcriber:
@@ -360,26 +348,6 @@ class Transcriber:
             return False
         return True
 
-    def transcribe_windows(
-        self, paths: Sequence[str | Path], progress: Callable[[int], None] | None = None
-    ) -> list[Transcription]:
-        """The old path, fixed consecutive 30 s windows without VAD or overlap, batched across
-        files: kept as the benchmarks' baseline."""
-        results: list[Transcription] = []
-        pending: list[tuple[int, Path, float, list[_Window]]] = []
-        queued = 0
-        for index, path in enumerate(paths):
-            audio = load_audio(path)
-            windows = self._split(index, audio)
-            pending.append((index, Path(path), len(audio) / SAMPLE_RATE, windows))
-            queued += len(windows)
-            if queued >= self.options.batch_size:
-                results.extend(self._finish(pending, progress))
-                pending, queued = [], 0
-        if pending:
-            results.extend(self._finish(pending, progress))
-        return results
-
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.tokenizer.decode(list(tokens), skip_special_tokens=True).strip()
 
@@ -445,47 +413,6 @@ class Transcriber:
                 f"{self.window_samples / SAMPLE_RATE:.0f} s context: use transcribe_file"
             )
         return waveform
-
-    def _split(self, file_index: int, audio: np.ndarray) -> list[_Window]:
-        size = self.window_samples
-        count = max(1, math.ceil(len(audio) / size))
-        windows = []
-        for i in range(count):
-            piece = audio[i * size : (i + 1) * size]
-            windows.append(
-                _Window(
-                    file_index, i * size / SAMPLE_RATE, (i * size + len(piece)) / SAMPLE_RATE, piece
-                )
-            )
-        return windows
-
-    def _finish(
-        self,
-        pending: list[tuple[int, Path, float, list[_Window]]],
-        progress: Callable[[int], None] | None,
-    ) -> list[Transcription]:
-        windows = [w for _, _, _, file_windows in pending for w in file_windows]
-        started = time.perf_counter()
-        texts = self.transcribe_batch([w.audio for w in windows])
-        elapsed = time.perf_counter() - started
-        for window, text in zip(windows, texts, strict=True):
-            window.text = text
-        results = []
-        for _, path, duration, file_windows in pending:
-            segments = tuple(Segment(w.start_s, w.end_s, w.text) for w in file_windows)
-            results.append(
-                Transcription(
-                    path=str(path),
-                    text=" ".join(s.text for s in segments if s.text),
-                    segments=segments,
-                    duration_s=duration,
-                    # Each file's share of the batch time, by the windows it contributed.
-                    seconds=elapsed * len(file_windows) / len(windows),
-                )
-            )
-        if progress is not None:
-            progress(len(pending))
-        return results
 
 
 def _check_options(options: TranscriberOptions) -> None:

@@ -107,12 +107,19 @@ def test_auto_context_pads_a_batch_to_its_longest_clip_on_torch_and_ct2(
     assert Transcriber(models["onnx"], auto).context == "full"
 
 
-def test_a_70_s_file_is_decoded_in_three_windows(ct2: Transcriber, tmp_path: Path) -> None:
-    # The old fixed-window path, kept as the benchmarks' baseline (test_longform has the rest).
+@pytest.fixture(scope="module")
+def ct2_windows(models: dict[str, Path]) -> Transcriber:
+    """Fixed consecutive 30 s windows, no VAD: the benchmarks' baseline of the old path."""
+    return Transcriber(models["ct2"], replace(FLOAT32, longform="chunked", vad="never"))
+
+
+def test_a_70_s_file_is_decoded_in_three_windows(ct2_windows: Transcriber, tmp_path: Path) -> None:
+    # Chunked decoding without VAD (test_longform has the rest).
+    ct2 = ct2_windows
     pieces = [clip(30.0, 150, 10), clip(30.0, 300, 11), clip(10.0, 220, 12)]
     path = tmp_path / "long.wav"
     soundfile.write(path, np.concatenate(pieces), RATE, subtype="FLOAT")
-    result = ct2.transcribe_windows([path])[0]
+    result = ct2.transcribe_files([path])[0]
     assert [(s.start, s.end) for s in result.segments] == [(0.0, 30.0), (30.0, 60.0), (60.0, 70.0)]
     assert result.duration_s == pytest.approx(70.0)
     assert [s.text for s in result.segments] == ct2.transcribe_batch(pieces)
@@ -121,14 +128,17 @@ def test_a_70_s_file_is_decoded_in_three_windows(ct2: Transcriber, tmp_path: Pat
     assert result.real_time_factor == pytest.approx(result.seconds / 70.0)
 
 
-def test_pcm_wav_and_flac_give_the_same_transcript(ct2: Transcriber, tmp_path: Path) -> None:
+def test_pcm_wav_and_flac_give_the_same_transcript(
+    ct2_windows: Transcriber, tmp_path: Path
+) -> None:
+    ct2 = ct2_windows
     samples = (clip(2.0, 180, 13) * 20000).astype("<i2")  # int16, so every format is lossless
     (tmp_path / "a.pcm").write_bytes(samples.tobytes())  # KsponSpeech's headerless pcm
     soundfile.write(tmp_path / "a.wav", samples, RATE, subtype="PCM_16")
     soundfile.write(tmp_path / "a.flac", samples, RATE, subtype="PCM_16")
     paths = [tmp_path / "a.pcm", tmp_path / "a.wav", tmp_path / "a.flac"]
     finished: list[int] = []
-    results = ct2.transcribe_windows(paths, progress=finished.append)
+    results = ct2.transcribe_files(paths, progress=finished.append)
     assert [r.path for r in results] == [str(p) for p in paths]
     assert len({r.text for r in results}) == 1
     assert results[0].text == ct2.transcribe_batch([samples.astype(np.float32) / 32768])[0]
