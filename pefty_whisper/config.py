@@ -53,8 +53,13 @@ class DataSection:
     timestamps for long-form decoding, and each window carries several utterances. Training
     and validation then run at the full 30 s context."""
     single_share: float = 0.3
-    """With packing: the share of utterances kept as single examples with <|notimestamps|>, so
-    decoding without timestamps keeps working too."""
+    """With packing: the share of utterances kept as single examples with <|notimestamps|>,
+    padded to 30 s, so decoding without timestamps keeps working too (each costs a whole
+    encoder pass for one utterance)."""
+    untimed_share: float = 0.0
+    """With packing: the share of packed windows trained without timestamps (<|notimestamps|>
+    and the joined text), the other way to keep decoding without timestamps working, at
+    packing's cost per utterance."""
     no_speech_share: float = 0.05
     """With packing: no-speech windows (silence, low noise, hum) per speech window, whose target
     is the no-speech token and an empty transcript."""
@@ -263,6 +268,7 @@ RANGES: dict[str, Bounds] = {
     "data.min_duration_s": Bounds(0),
     "data.num_workers": Bounds(0, 64),
     "data.single_share": Bounds(0, 1),
+    "data.untimed_share": Bounds(0, 1),
     "data.no_speech_share": Bounds(0, 1),
     "lora.r": Bounds(1, 4096),
     "lora.alpha": Bounds(0, open_low=True),

@@ -8,11 +8,14 @@ windows of at most 30 s, never cutting an utterance, with the labels
 
     <|startoftranscript|><|ko|><|transcribe|><|0.40|> text <|3.10|><|3.42|> text <|6.80|>...
 
-on Whisper's 0.02 s grid. A share of examples stays single utterances with `<|notimestamps|>`,
-so both decoding modes keep working, and a small share are no-speech windows (digital silence,
-low noise, hum) whose target is Whisper's no-speech token and an empty transcript, so the model
-learns to write nothing on them. The encoder always sees 30 s, so the model stays right for
-every consumer of an export, while each window carries several utterances.
+on Whisper's 0.02 s grid. So that decoding without timestamps keeps working too, a share of
+the packed windows drops the timestamps (`<|notimestamps|>` and the joined text, distil-whisper's
+timestamp probability) and a share of utterances can stay single examples with
+`<|notimestamps|>`, padded to 30 s (costlier: one utterance per encoder pass). A small share
+are no-speech windows (digital silence, low noise, hum) whose target is Whisper's no-speech
+token and an empty transcript, so the model learns to write nothing on them. The encoder
+always sees 30 s, so the model stays right for every consumer of an export, while each window
+carries several utterances.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ class PackingOptions:
     """How a manifest becomes windows; the config's data section fills these."""
 
     window_s: float = WINDOW_S
-    single_share: float = 0.3  # examples kept as one utterance with <|notimestamps|>
+    single_share: float = 0.3  # utterances kept as one example with <|notimestamps|>
+    untimed_share: float = 0.0  # packed windows whose target has no timestamps
     no_speech_share: float = 0.05  # no-speech windows, relative to the speech windows
     gap_s: tuple[float, float] = (0.1, 0.8)  # seeded silence before each utterance
     max_tokens: int = MAX_TARGET_TOKENS
@@ -67,6 +71,7 @@ class Window:
     noise: NoiseKind | None = None  # no-speech windows only
     noise_s: float = 0.0
     seed: int = 0
+    timestamps: bool = True  # packed windows only: False for `<|notimestamps|>` joined text
 
     @property
     def num_utterances(self) -> int:
@@ -90,6 +95,7 @@ class WindowPlan:
         return {
             "windows": len(self.windows),
             "packed_windows": self.count("packed"),
+            "untimed_windows": sum(not w.timestamps for w in self.windows if w.kind == "packed"),
             "single_utterances": self.count("single"),
             "no_speech_windows": self.count("no_speech"),
             "utterances": self.utterances,
@@ -113,6 +119,8 @@ def plan_windows(
     if len(durations) != len(text_tokens):
         raise ValueError(f"{len(durations)} durations but {len(text_tokens)} token counts")
     rng = Random(f"pefty-packing:{options.seed}")
+    # Its own stream, so a timestamp share leaves the grouping (and the seeds) as they were.
+    timestamp_rng = Random(f"pefty-packing-timestamps:{options.seed}")
     low, high = options.gap_s
     # SOT, language, task, end-of-text; each member adds two timestamp tokens.
     prefix = 4
@@ -125,7 +133,16 @@ def plan_windows(
     def close() -> None:
         nonlocal current, gaps, length_s, tokens
         if current:
-            windows.append(Window("packed", tuple(current), tuple(gaps), seed=rng.getrandbits(32)))
+            timed = timestamp_rng.random() >= options.untimed_share
+            windows.append(
+                Window(
+                    "packed",
+                    tuple(current),
+                    tuple(gaps),
+                    seed=rng.getrandbits(32),
+                    timestamps=timed,
+                )
+            )
         current, gaps, length_s, tokens = [], [], 0.0, prefix
 
     for index, (duration, count) in enumerate(zip(durations, text_tokens, strict=True)):
@@ -232,7 +249,8 @@ def packed_example(
     return teacher_forced(ids)
 
 
-def single_example(special: SpecialTokens, text: Sequence[int]) -> Example:
+def untimed_example(special: SpecialTokens, text: Sequence[int]) -> Example:
+    """A single utterance, or a packed window's joined text, with `<|notimestamps|>`."""
     return teacher_forced(
         [special.sot, special.language, special.task, special.no_timestamps, *text, special.eot]
     )
@@ -313,7 +331,7 @@ class PackedDataset(torch.utils.data.Dataset):
             logger.warning("skipping a window with unreadable audio: %s", exc)
             return None
         if window.kind == "single":
-            return _item(audios[0], single_example(self.special, self._text(window.members[0])))
+            return _item(audios[0], untimed_example(self.special, self._text(window.members[0])))
         return self._packed(window, audios)
 
     def _packed(self, window: Window, audios: list[np.ndarray]) -> dict[str, Any] | None:
@@ -331,8 +349,13 @@ class PackedDataset(torch.utils.data.Dataset):
                 return None
             pieces, spans = pieces[: 2 * keep], spans[:keep]
             logger.warning("a packed window ran past %.0f s: kept %d utterances", WINDOW_S, keep)
-        texts = [self._text(i) for i in window.members[: len(spans)]]
-        example = packed_example(self.special, texts, spans)
+        members = window.members[: len(spans)]
+        if window.timestamps:
+            example = packed_example(self.special, [self._text(i) for i in members], spans)
+        else:
+            joined = " ".join(self.utterances[i].sentence for i in members)
+            text = self.tokenizer(joined, add_special_tokens=False).input_ids
+            example = untimed_example(self.special, text)
         return _item(np.concatenate(pieces), example)
 
 
@@ -351,7 +374,10 @@ def packed_training_set(
     the shares the config's data section asks for (seeded by data.split_seed)."""
     data = config.data
     options = PackingOptions(
-        single_share=data.single_share, no_speech_share=data.no_speech_share, seed=data.split_seed
+        single_share=data.single_share,
+        untimed_share=data.untimed_share,
+        no_speech_share=data.no_speech_share,
+        seed=data.split_seed,
     )
     sentences = [utterance.sentence for utterance in utterances]
     lengths = [len(ids) for ids in tokenizer(sentences, add_special_tokens=False).input_ids]
@@ -360,10 +386,12 @@ def packed_training_set(
     plan = plan_windows(durations, lengths, options)
     special = SpecialTokens.from_tokenizer(tokenizer, config.model.language, config.model.task)
     logger.info(
-        "packed %d utterances into %d windows (%d packed, %d single, %d no-speech)",
+        "packed %d utterances into %d windows (%d packed, %d of them untimed, %d single, "
+        "%d no-speech)",
         plan.utterances,
         len(plan.windows),
         plan.count("packed"),
+        plan.summary()["untimed_windows"],
         plan.count("single"),
         plan.count("no_speech"),
     )

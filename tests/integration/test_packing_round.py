@@ -48,6 +48,7 @@ def test_packed_round_records_its_windows_and_keeps_timestamps(tiny_base, tmp_pa
     assert record.packing == {
         "windows": 4,
         "packed_windows": 3,
+        "untimed_windows": 0,
         "single_utterances": 0,
         "no_speech_windows": 1,
         "utterances": 48,

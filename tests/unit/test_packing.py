@@ -146,6 +146,40 @@ def test_single_and_no_speech_examples(tmp_path: Path, tokenizer, special) -> No
             assert len(item["audio"]) == round(window.noise_s * SAMPLE_RATE)
 
 
+def test_untimed_windows_carry_the_joined_text_without_timestamps(
+    tmp_path: Path, tokenizer, special
+) -> None:
+    utterances = _corpus(tmp_path, 60, seed=4)
+    timed = PackingOptions(single_share=0.0, no_speech_share=0.0, seed=2)
+    untimed = PackingOptions(single_share=0.0, untimed_share=0.4, no_speech_share=0.0, seed=2)
+    plan = _plan(utterances, tokenizer, untimed)
+    # The share only relabels windows: the grouping and the silences stay as they were.
+    assert [(w.members, w.gaps_s) for w in plan.windows] == [
+        (w.members, w.gaps_s) for w in _plan(utterances, tokenizer, timed).windows
+    ]
+    dataset = PackedDataset(utterances, plan, tokenizer, special)
+    flags = [w.timestamps for w in plan.windows]
+    assert plan.summary()["untimed_windows"] == flags.count(False) > 0 and any(flags)
+    for index, window in enumerate(plan.windows):
+        item = dataset[index]
+        ids = [item["decoder_input_ids"][0], *item["labels"]]
+        text = tokenizer.decode(ids, decode_with_timestamps=True)
+        if window.timestamps:
+            assert TIMESTAMP.search(text) and "<|notimestamps|>" not in text
+            continue
+        assert text.startswith("<|startoftranscript|><|ko|><|transcribe|><|notimestamps|>")
+        assert not TIMESTAMP.search(text)
+        # The utterances' transcripts in order, a space between them (WER needs it).
+        plain = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        assert plain == " ".join(utterances[m].sentence for m in window.members)
+
+
+def test_the_untimed_share_follows_the_options() -> None:
+    plan = plan_windows([3.0] * 3000, [12] * 3000, PackingOptions(untimed_share=0.3))
+    untimed = plan.summary()["untimed_windows"]
+    assert abs(untimed / plan.count("packed") - 0.3) < 0.08
+
+
 def test_no_speech_audio_is_quiet_and_seeded() -> None:
     for kind in ("silence", "noise", "hum"):
         audio = no_speech_audio(kind, 2.0, seed=1)
