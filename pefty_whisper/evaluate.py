@@ -122,6 +122,7 @@ def evaluate_set(
     batch_size: int | None = None,
     progress: Callable[[int, float], None] | None = None,
     longform: bool = True,
+    language: str | None = None,
 ) -> EvalReport:
     """Decode every utterance of a set, score it, write eval/<label>/<set>.json and .tsv.
 
@@ -129,10 +130,15 @@ def evaluate_set(
     (`limit`) or one at another context is written beside it (<set>@<variant>.json) and shown
     as such by `pefty rounds`. `backend` auto decodes a directory with its own backend.
     With `longform`, the set is also stitched into recordings of a few minutes and decoded
-    whole, and generated silence is decoded (longform_eval.py).
+    whole, and generated silence is decoded (longform_eval.py). `language` decodes a set in
+    another language than model.language (the rounds table shows its WER).
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be 1 or more (the first N utterances); got {limit}")
+    if language is not None:
+        from pefty_whisper.whisper_files import language_code
+
+        language = language_code(language)  # an unknown name fails before the model loads
     target = resolve_target(workspace, config, model)
     manifest = read_manifest(workspace.manifest_path(set_name))
     utterances = manifest.utterances[:limit] if limit else manifest.utterances
@@ -149,6 +155,7 @@ def evaluate_set(
         options = replace(
             TranscriberOptions.from_config(config, "ct2" if decodable.converted else backend),
             batch_size=batch_size,
+            language=language,
         )
         transcriber = Transcriber(model_dir, options)
         hypotheses, seconds, audio_seconds = decode_utterances(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pefty_whisper.evaluate import read_eval_results
+from pefty_whisper.whisper_files import language_code
 from pefty_whisper.workspace import BASE_LABEL, Workspace
 
 
@@ -32,6 +33,9 @@ class RoundRow:
     # set name -> (long-form CER, % of speech deleted), from the same evaluation as eval_cer
     longform: dict[str, tuple[float, float]] = field(default_factory=dict)
     silence_chars: int | None = None  # characters written on silence, noise and hum (goal 0)
+    # set name -> (language, WER) for sets decoded in another language than model.language
+    # (`pefty evaluate --language en`): what the rounds make the model forget
+    other_wer: dict[str, tuple[str, float]] = field(default_factory=dict)
 
 
 def collect_rounds(workspace: Workspace) -> list[RoundRow]:
@@ -46,7 +50,8 @@ def collect_rounds(workspace: Workspace) -> list[RoundRow]:
             key = "@".join(p for p in (variant, backend) if p)
             evals.setdefault(index, {}).setdefault(name, {})[key] = summary
     indices = set(workspace.round_indices()) | set(evals)
-    return [_row(workspace, i, evals.get(i, {})) for i in sorted(indices)]
+    language = language_code(workspace.load_config().model.language)
+    return [_row(workspace, i, evals.get(i, {}), language) for i in sorted(indices)]
 
 
 def _round_of_label(workspace: Workspace, label: str) -> tuple[int | None, str]:
@@ -73,10 +78,19 @@ def _pick(variants: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
     return summary, ", ".join(notes) or key
 
 
-def _row(workspace: Workspace, index: int, evals: dict[str, dict[str, dict[str, Any]]]) -> RoundRow:
+def _row(
+    workspace: Workspace, index: int, evals: dict[str, dict[str, dict[str, Any]]], language: str
+) -> RoundRow:
     adapter = workspace.round_record(index)
     picked = {name: _pick(variants) for name, variants in sorted(evals.items())}
+    other = {
+        name: (summary["language"], summary["wer"])
+        for name, (summary, _) in picked.items()
+        if summary.get("language") not in (None, language)
+    }
+    picked = {name: pair for name, pair in picked.items() if name not in other}
     figures: dict[str, Any] = {
+        "other_wer": other,
         "eval_cer": {name: summary["cer"] for name, (summary, _) in picked.items()},
         "eval_notes": {name: note for name, (_, note) in picked.items() if note},
         "longform": {
@@ -119,6 +133,8 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
     header += [f"{name} long-form (deleted)" for name in whole]
     silence = any(row.silence_chars is not None for row in rows)
     header += ["silence chars"] if silence else []
+    other = sorted({(name, row.other_wer[name][0]) for row in rows for name in row.other_wer})
+    header += [f"{name} WER ({language})" for name, language in other]
     lines = [header]
     for row in rows:
         cells = [
@@ -133,6 +149,7 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
         cells += [_noted(row, name) for name in sets]
         cells += [_longform(row.longform.get(name)) for name in whole]
         cells += [_number(row.silence_chars)] if silence else []
+        cells += [_percent(_wer(row, name, language)) for name, language in other]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     table = "\n".join(
@@ -146,6 +163,11 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
     return table
 
 
+def _wer(row: RoundRow, name: str, language: str) -> float | None:
+    found = row.other_wer.get(name)
+    return found[1] if found and found[0] == language else None
+
+
 def _longform(figures: tuple[float, float] | None) -> str:
     return "-" if figures is None else f"{figures[0]:.1f}% ({figures[1]:.1f}%)"
 
@@ -157,7 +179,8 @@ def _noted(row: RoundRow, name: str) -> str:
 
 
 def plot_rounds(rows: list[RoundRow], path: Path) -> Path:
-    """CER per round, one line per evaluated set and its long-form figure (matplotlib)."""
+    """CER per round, one line per evaluated set and its long-form figure, and WER per set in
+    another language (matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,6 +197,10 @@ def plot_rounds(rows: list[RoundRow], path: Path) -> Path:
     valid = [
         (row.round_index, row.best_valid_cer) for row in rows if row.best_valid_cer is not None
     ]
+    for name in sorted({name for row in rows for name in row.other_wer}):
+        points = [(row.round_index, row.other_wer[name]) for row in rows if name in row.other_wer]
+        xs, ys = [p[0] for p in points], [p[1][1] for p in points]
+        axes.plot(xs, ys, "-.", marker="^", label=f"{name} WER ({points[0][1][0]})")
     if valid:
         axes.plot(
             [p[0] for p in valid],
@@ -183,7 +210,7 @@ def plot_rounds(rows: list[RoundRow], path: Path) -> Path:
             label="validation (best)",
         )
     axes.set_xlabel("round (0 = zero-shot base)")
-    axes.set_ylabel("CER, spaces removed (%)")
+    axes.set_ylabel("CER, spaces removed; WER for other languages (%)")
     axes.set_xticks([row.round_index for row in rows])
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)

@@ -212,6 +212,12 @@ def merge(
     show_default=True,
     help="Also decode the set stitched into few-minute recordings, and generated silence.",
 )
+@click.option(
+    "--language",
+    default=None,
+    help="Decode in this language instead of model.language, for a set in another language "
+    "(e.g. en): `pefty rounds` shows its WER, so forgetting across rounds is visible.",
+)
 @workspace_options
 def evaluate(
     set_name: str,
@@ -220,6 +226,7 @@ def evaluate(
     limit: int | None,
     batch_size: int | None,
     longform: bool,
+    language: str | None,
     workdir: Path | None,
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -239,6 +246,7 @@ def evaluate(
       pefty evaluate --set eval_clean                       # latest merged round
       pefty evaluate --set eval_other --model merged/round2 --backend ct2
       pefty evaluate --set my_test.csv --limit 50
+      pefty evaluate --set english.csv --language en --no-longform   # forgetting
     """
     from pefty_whisper.evaluate import evaluate_set
     from pefty_whisper.workspace import Workspace
@@ -248,7 +256,7 @@ def evaluate(
     with _EvalProgress() as progress:
         report = evaluate_set(
             workspace, config, set_name, model, backend, limit, batch_size, progress.update,
-            longform=longform,
+            longform=longform, language=language,
         )  # fmt: skip
     click.echo(
         f"{report.label} on {report.set_name} ({report.backend}, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,3 +267,39 @@ def test_evaluating_an_adapter_of_a_hub_like_base_decodes_korean(tmp_path):
     merged = MergeRecord.read(work / "merged" / "round1")
     assert merged is not None and merged.base == str(base)
     assert merged.merge_check.max_abs_logit_diff <= merged.merge_check.tolerance
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng speaks the English set")
+def test_a_set_in_another_language_shows_its_wer_per_round(two_rounds, tmp_path):
+    from pefty_whisper.demo.english import ENGLISH_SENTENCES, write_english_set
+
+    _, original = two_rounds
+    work = tmp_path / "work"
+    shutil.copytree(original, work)  # the other tests read the module's table as it was
+    english = write_english_set(tmp_path / "english")
+    ws = ["--workdir", str(work), "--no-longform", "--language", "en", "--set", str(english)]
+    invoke("evaluate", "--model", "merged/round1", *ws)
+    invoke("evaluate", "--model", "merged/round2", *ws)
+    summary = json.loads((work / "eval" / "round2" / "eval_english.json").read_text())
+    assert summary["language"] == "en" and summary["num_utterances"] == len(ENGLISH_SENTENCES)
+    tsv = (work / "eval" / "round2" / "eval_english.tsv").read_text(encoding="utf-8")
+    assert ENGLISH_SENTENCES[0] in tsv
+
+    lines = invoke("rounds", "--workdir", str(work)).output.splitlines()
+    header = lines[0]
+    assert "eval_english WER (en)" in header and "eval_english CER" not in header
+    assert "eval_clean CER" in header
+    by_round = {line.split()[0]: line for line in lines[1:4]}
+    assert by_round["0"].rstrip().endswith("-")  # round 0 was not evaluated on it
+    for label, index in (("round1", "1"), ("round2", "2")):
+        wer = json.loads((work / "eval" / label / "eval_english.json").read_text())["wer"]
+        assert by_round[index].rstrip().endswith(f"{wer:.1f}%")
+
+
+def test_evaluate_names_an_unknown_language_before_loading(two_rounds):
+    _, work = two_rounds
+    result = CliRunner().invoke(
+        main, ["evaluate", "--workdir", str(work), "--language", "klingon", "--no-longform"]
+    )
+    assert result.exit_code != 0
+    assert "unknown Whisper language 'klingon'" in result.output
