@@ -16,11 +16,13 @@ import yaml
 
 from pefty_whisper.demo.base import BASE_DIR
 from pefty_whisper.demo.corpus import generate_sample_corpus
+from pefty_whisper.demo.english import ENGLISH_SET, write_english_set
 from pefty_whisper.demo.sentences import SampleCorpusSpec
 from pefty_whisper.files import atomic_write_text
 from pefty_whisper.workspace import BASE_LABEL, CONFIG_FILE, Workspace
 
 CORPUS_DIR = "sample_kspon"
+ENGLISH_DIR = "sample_english"  # 20 English sentences: what the Korean rounds make it forget
 # Corpus: 80 utterances per part (64 train / 16 validation), 40 held-out sentences per eval set.
 DEMO_CORPUS = SampleCorpusSpec(utterances_per_part=80, eval_clean=40, eval_other=40, dev=20)
 EVAL_SET = "eval_clean"
@@ -85,6 +87,29 @@ def ensure_sample_corpus(workdir: Path) -> Path:
     return corpus
 
 
+def ensure_english_set(workdir: Path) -> Path:
+    """The English set and its manifest, generated once (seeded, a few seconds)."""
+    manifest = workdir / ENGLISH_DIR / f"{ENGLISH_SET}.csv"
+    return manifest if manifest.is_file() else write_english_set(manifest.parent)
+
+
+def _evaluations(model: str, label: str, note: str = "") -> list[Step]:
+    """eval_clean (with its long-form and silence figures), then the English set's WER."""
+    english = f"{ENGLISH_DIR}/{ENGLISH_SET}.csv"
+    return [
+        Step(
+            ("evaluate", "--set", EVAL_SET, "--model", model),
+            done=lambda ws: ws.eval_json(label, EVAL_SET).is_file(),
+            note=note,
+        ),
+        Step(
+            ("evaluate", "--set", english, "--model", model, "--language", "en", "--no-longform"),
+            done=lambda ws: ws.eval_json(label, ENGLISH_SET).is_file(),
+            note="other language: English WER, to see what the rounds forget",
+        ),
+    ]
+
+
 def demo_steps(workspace: Workspace, num_rounds: int) -> list[Step]:
     """prepare, a zero-shot evaluation, then train -> merge -> evaluate per round, export,
     transcribe one held-out file with the export, and the rounds table."""
@@ -104,11 +129,7 @@ def demo_steps(workspace: Workspace, num_rounds: int) -> list[Step]:
                 and ws.manifest_path(EVAL_SET).is_file()
             ),
         ),
-        Step(
-            ("evaluate", "--set", EVAL_SET, "--model", BASE_DIR),
-            done=lambda ws: ws.eval_json(BASE_LABEL, EVAL_SET).is_file(),
-            note="round 0: zero-shot",
-        ),
+        *_evaluations(BASE_DIR, BASE_LABEL, note="round 0: zero-shot"),
     ]
     for index in range(1, num_rounds + 1):
         merged = workspace.merged_ref(index)
@@ -119,10 +140,7 @@ def demo_steps(workspace: Workspace, num_rounds: int) -> list[Step]:
                 done=lambda ws, i=index: ws.round_finished(i),
             ),
             Step(("merge", "--round", str(index)), done=lambda ws, i=index: ws.merge_finished(i)),
-            Step(
-                ("evaluate", "--set", EVAL_SET, "--model", merged),
-                done=lambda ws, i=index: ws.eval_json(ws.round_label(i), EVAL_SET).is_file(),
-            ),
+            *_evaluations(merged, workspace.round_label(index)),
         ]
     steps += [
         Step(
