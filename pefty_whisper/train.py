@@ -50,7 +50,13 @@ from pefty_whisper.data.mixing import (
     check_distinct,
     mix_datasets,
 )
-from pefty_whisper.data.packing import PackedDataset, packed_training_set, packing_summary
+from pefty_whisper.data.packing import (
+    PackedDataset,
+    PackedSets,
+    packed_mixed_set,
+    packed_training_set,
+    packing_summary,
+)
 from pefty_whisper.data.table import UtteranceTable
 from pefty_whisper.deepspeed_setup import DEEPSPEED_PRESETS, deepspeed_config  # noqa: F401
 from pefty_whisper.errors import ConfigError, DataError, PeftyError
@@ -184,6 +190,7 @@ class RoundTrainer:
         self.mixed_manifests: list[Manifest] = []  # training sets mixed into the round's own
         self.mixed_filters: list[FilterReport] = []
         self.train_dataset: SpeechDataset | MixedDataset | None = None
+        self.mixture: MixedDataset | None = None  # the draw of each set, when sets are mixed
         self.train_filter = FilterReport()
         self.valid_filter = FilterReport()
         self.resumed_from: str | None = None
@@ -201,14 +208,12 @@ class RoundTrainer:
         self.valid_manifest = read_manifest(self.plan.valid_csv)
         parts, filters = zip(*(self.prepare_dataset(m.utterances) for m in manifests), strict=True)
         self.train_filter, self.mixed_filters = filters[0], list(filters[1:])
-        train: SpeechDataset | MixedDataset | PackedDataset = parts[0]
-        if self.mixed_manifests and self.config.data.packing:
-            raise ConfigError(
-                "data.packing with several training sets (--train A --train B:share) is not "
-                "supported yet: pack one set, or set data.packing=false"
-            )
+        train: SpeechDataset | MixedDataset | PackedDataset | PackedSets = parts[0]
         if self.mixed_manifests:
-            train = mix_datasets(parts, self.plan.train_sets, seed=self.config.train.seed)
+            self.mixture = mix_datasets(parts, self.plan.train_sets, seed=self.config.train.seed)
+            train = self.mixture
+            if self.config.data.packing:
+                train = packed_mixed_set(self.mixture, self.processor.tokenizer, self.config)
         elif self.config.data.packing:
             train = packed_training_set(parts[0].utterances, self.processor.tokenizer, self.config)
         self.train_dataset = train
@@ -267,8 +272,8 @@ class RoundTrainer:
         manifests = [self.train_manifest, *self.mixed_manifests]
         filters = [self.train_filter, *self.mixed_filters]
         records = [_data_record(m, f) for m, f in zip(manifests, filters, strict=True)]
-        if isinstance(self.train_dataset, MixedDataset):
-            records = self.train_dataset.with_draws(records)
+        if self.mixture is not None:
+            records = self.mixture.with_draws(records)
         validation = _data_record(self.valid_manifest, self.valid_filter)
         return RoundData(train=records[0], validation=validation, mixed=tuple(records[1:]))
 

@@ -102,8 +102,8 @@ def resolve_shares(given: Sequence[float | None], sizes: Sequence[int]) -> list[
 def plan_draws(sizes: Sequence[int], shares: Sequence[float], seed: int) -> list[np.ndarray]:
     """The rows of each set in one epoch: the first set whole, the others at their shares.
 
-    Rows are returned in corpus order (neighbours stay neighbours, as packing wants); the
-    loader's sampler shuffles the epoch.
+    Each pass over a set is in corpus order (neighbours stay neighbours, as packing wants);
+    the loader's sampler shuffles the epoch.
     """
     if not sizes or sizes[0] == 0:
         raise ConfigError("the round's own training set has no usable utterances")
@@ -118,7 +118,7 @@ def plan_draws(sizes: Sequence[int], shares: Sequence[float], seed: int) -> list
         passes, rest = divmod(count, size)
         parts = [np.arange(size, dtype=np.int64)] * passes
         parts.append(np.sort(rng.permutation(size)[:rest]))
-        draws.append(np.sort(np.concatenate(parts), kind="stable"))
+        draws.append(np.concatenate(parts))
     return draws
 
 

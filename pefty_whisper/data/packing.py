@@ -368,16 +368,17 @@ def _item(audio: np.ndarray, example: Example) -> dict[str, Any]:
 
 
 def packed_training_set(
-    utterances: Sequence[Utterance], tokenizer: WhisperTokenizer, config: Config
+    utterances: Sequence[Utterance], tokenizer: WhisperTokenizer, config: Config, part: int = 0
 ) -> PackedDataset:
     """A round's training set as packed windows, single utterances and no-speech windows, in
-    the shares the config's data section asks for (seeded by data.split_seed)."""
+    the shares the config's data section asks for (seeded by data.split_seed and `part`, the
+    set's place in a mix)."""
     data = config.data
     options = PackingOptions(
         single_share=data.single_share,
         untimed_share=data.untimed_share,
         no_speech_share=data.no_speech_share,
-        seed=data.split_seed,
+        seed=data.split_seed + part,
     )
     sentences = [utterance.sentence for utterance in utterances]
     lengths = [len(ids) for ids in tokenizer(sentences, add_special_tokens=False).input_ids]
@@ -398,9 +399,28 @@ def packed_training_set(
     return PackedDataset(utterances, plan, tokenizer, special, options.window_s)
 
 
+class PackedSets(torch.utils.data.ConcatDataset):
+    """The epoch of a round that mixes several sets (data/mixing.py), each set's drawn
+    utterances packed apart: a window never joins two corpora, whose neighbours are unrelated."""
+
+    def __init__(self, parts: Sequence[PackedDataset]) -> None:
+        super().__init__(parts)
+        self.plan = WindowPlan(tuple(w for part in parts for w in part.plan.windows))
+
+
+def packed_mixed_set(mixed: Any, tokenizer: WhisperTokenizer, config: Config) -> PackedSets:
+    """A mixed epoch (a data/mixing.py MixedDataset) as packed windows: each set's draw, in
+    corpus order, becomes windows as a single set's would."""
+    parts = []
+    for index, part in enumerate(mixed.parts):
+        rows = mixed.rows[mixed.sources == index]
+        parts.append(packed_training_set(part.utterances.take(rows), tokenizer, config, index))
+    return PackedSets(parts)
+
+
 def packing_summary(dataset: Any, windows_seen: int) -> dict[str, int] | None:
     """round.json's record of a packed round: one pass's windows and utterances, and the
     windows the round saw; None for a round of single utterances."""
-    if not isinstance(dataset, PackedDataset):
+    if not isinstance(dataset, PackedDataset | PackedSets):
         return None
     return {**dataset.plan.summary(), "windows_seen": windows_seen}

@@ -76,14 +76,24 @@ def test_packed_round_records_its_windows_and_keeps_timestamps(tiny_base, tmp_pa
     assert margins["single"] < margins["base"] and margins["single"] < margins["packed"], margins
 
 
-def test_packing_with_mixed_sets_is_refused_before_the_model_loads(tiny_base, tmp_path):
-    work = make_workspace(tmp_path)
+def test_a_packed_round_packs_each_mixed_set_apart(tiny_base, tmp_path):
+    work = make_workspace(tmp_path, repeats=12)
+    own = work / "data" / "train_KsponSpeech_01_train.csv"
     other = work / "data" / "other.csv"
-    other.write_text((work / "data" / "train_KsponSpeech_01_train.csv").read_text())
+    other.write_text(own.read_text())
     result = CliRunner().invoke(
         main,
         ["train", "--round", "1", "--base", str(tiny_base), "--train", "train_KsponSpeech_01_train",
-         "--train", "other:0.5", *PACKED, "--workdir", str(work)],
+         "--train", "other:0.25", *PACKED, "--quant", "none", "--deepspeed", "none",
+         "-o", "train.max_steps=2", "--workdir", str(work)],
+        catch_exceptions=False,
     )  # fmt: skip
-    assert result.exit_code != 0
-    assert "data.packing with several training sets" in result.output
+    assert result.exit_code == 0, result.output
+    record = RoundRecord.read(work / "adapters" / "round1")
+    assert record is not None and record.packing is not None
+    (mixed,) = record.data.mixed
+    # 48 utterances of the round's own set whole, and a quarter of the epoch from the other.
+    assert record.data.train.drawn == 48 and mixed.drawn == 16 and mixed.share == 0.25
+    assert record.packing["utterances"] == 48 + 16
+    # Windows never join the two sets: the own set makes its 3 windows, the other 1 more.
+    assert record.packing["packed_windows"] == 3 + 1
