@@ -47,16 +47,16 @@ class DataSection:
     mix: tuple[str, ...] = ()
     """Sets mixed into every round's training data, each NAME:share (share of each epoch's
     examples, e.g. cv_ko_train:0.1), on top of the round's own set or `--train`."""
-    packing: bool = False
+    packing: bool = True
     """Train on packed 30 s windows with timestamps (consecutive utterances joined with short
     silences, data/packing.py), the format Whisper was trained on: the model keeps predicting
     timestamps for long-form decoding, and each window carries several utterances. Training
-    and validation then run at the full 30 s context."""
-    single_share: float = 0.3
+    and validation then run at the full 30 s context. false: one utterance per example."""
+    single_share: float = 0.0
     """With packing: the share of utterances kept as single examples with <|notimestamps|>,
     padded to 30 s, so decoding without timestamps keeps working too (each costs a whole
     encoder pass for one utterance)."""
-    untimed_share: float = 0.0
+    untimed_share: float = 0.3
     """With packing: the share of packed windows trained without timestamps (<|notimestamps|>
     and the joined text), the other way to keep decoding without timestamps working, at
     packing's cost per utterance."""

@@ -53,8 +53,8 @@ class PackingOptions:
     """How a manifest becomes windows; the config's data section fills these."""
 
     window_s: float = WINDOW_S
-    single_share: float = 0.3  # utterances kept as one example with <|notimestamps|>
-    untimed_share: float = 0.0  # packed windows whose target has no timestamps
+    single_share: float = 0.0  # utterances kept as one example with <|notimestamps|>
+    untimed_share: float = 0.3  # packed windows whose target has no timestamps
     no_speech_share: float = 0.05  # no-speech windows, relative to the speech windows
     gap_s: tuple[float, float] = (0.1, 0.8)  # seeded silence before each utterance
     max_tokens: int = MAX_TARGET_TOKENS
@@ -374,6 +374,12 @@ def packed_training_set(
     the shares the config's data section asks for (seeded by data.split_seed and `part`, the
     set's place in a mix)."""
     data = config.data
+    if config.model.context == "auto" and part == 0:
+        logger.warning(
+            "model.context=auto does not apply to packed windows, which are 30 s: training and "
+            "validation run at the full context (data.packing=false trains single utterances "
+            "at auto)"
+        )
     options = PackingOptions(
         single_share=data.single_share,
         untimed_share=data.untimed_share,

@@ -232,6 +232,9 @@ def mixed_round(tmp_path_factory):
             "train", "--round", "1", "--base", str(base), *ws,
             "--train", "train_KsponSpeech_01_train", "--train", "fleurs_ko_train:0.5",
             "-o", "train.max_steps=2", "-o", "train.eval_steps=2", "-o", "train.deepspeed=none",
+            # Single utterances, so the loader's items are the two sets' rows (packed mixing:
+            # test_packing_round.py).
+            "-o", "data.packing=false",
         )  # fmt: skip
     invoke("merge", "--round", "1", *ws)
     invoke("evaluate", "--set", "fleurs_ko_test", *ws)

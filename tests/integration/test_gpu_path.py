@@ -80,7 +80,7 @@ def bf16_zero2_round(tiny_base, tmp_path_factory) -> tuple[Path, dict]:
     seen = train_recording(
         work,
         tiny_base,
-        *("-o", "train.precision=bf16", "-o", "model.context=auto"),
+        *("-o", "train.precision=bf16", "-o", "model.context=auto", "-o", "data.packing=false"),
         *("-o", "train.max_steps=4", "-o", "train.eval_steps=2"),
     )
     return work / "adapters" / "round1", seen
@@ -120,7 +120,7 @@ def test_bf16_round_without_deepspeed_validates(tiny_base, tmp_path):
         work,
         tiny_base,
         *("--quant", "none", "--deepspeed", "none"),
-        *("-o", "train.precision=bf16", "-o", "model.context=auto"),
+        *("-o", "train.precision=bf16", "-o", "model.context=auto", "-o", "data.packing=false"),
         *("-o", "train.max_steps=2", "-o", "train.eval_steps=2"),
     )
     assert logged(work / "adapters" / "round1", "eval_cer")

@@ -20,7 +20,8 @@ from pefty_whisper.workspace import RoundRecord
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
 
 # 48 one-second utterances: three packed windows of 16 plus one no-speech window per pass.
-PACKED = ["-o", "data.packing=true", "-o", "data.single_share=0", "-o", "data.no_speech_share=0.34"]
+PACKED = ["-o", "data.packing=true", "-o", "data.single_share=0", "-o", "data.untimed_share=0"]
+PACKED += ["-o", "data.no_speech_share=0.34"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_packed_round_records_its_windows_and_keeps_timestamps(tiny_base, tmp_pa
     }
 
     single_work = make_workspace(tmp_path / "single", repeats=12)
-    single = train_and_merge(single_work, tiny_base)
+    single = train_and_merge(single_work, tiny_base, "-o", "data.packing=false")
     assert RoundRecord.read(single_work / "adapters" / "round1").packing is None
 
     # Left to choose after <|ko|><|transcribe|>, the packed round's model starts with a
