@@ -5,15 +5,16 @@ Configurations (all with gradient checkpointing on, the toolkit's default):
   hf-full-ft   the Hugging Face blog recipe ("Fine-Tune Whisper For Multilingual ASR with
                Transformers"): every parameter trainable, fp32 (fp16 mixed precision on a GPU),
                Seq2SeqTrainer, lr 1e-5, no DeepSpeed
-  8bit-zero2   `pefty train --quant 8bit --deepspeed zero2` (the toolkit's default)
+  8bit-zero2   `pefty train --quant 8bit --deepspeed zero2` (the toolkit's default recipe)
   8bit-nods    `pefty train --quant 8bit --deepspeed none`
   none-zero2   `pefty train --quant none --deepspeed zero2`
   none-nods    `pefty train --quant none --deepspeed none`
   8bit-zero2-auto  the default, with `-o model.context=auto`: each batch padded to its longest
                utterance (rounded up to 2 s) instead of 30 s, batches grouped by duration
-  8bit-zero2-packed  the default, with `-o data.packing=true`: packed 30 s windows of several
-               utterances with timestamps (data/packing.py); utterances/s counts what the
-               windows carry, so it compares with the others' samples/s
+  8bit-zero2-packed  the default data.packing: packed 30 s windows of several utterances
+               with timestamps (data/packing.py), at the default shares; utterances/s counts
+               what the windows carry, so it compares with the others' samples/s
+The others train single utterances (`-o data.packing=false`), as before packing was the default.
 
 Each configuration runs in a fresh Python process, so its peak memory is its own. With
 --large-v3-gpu on a CUDA machine, whisper-large-v3's architecture (random weights, no hub) is

@@ -24,7 +24,7 @@ hub) and counted, and LoRA is attached with the toolkit's own default config. Th
                     input), 18 B x batch x label tokens x d_model per decoder layer
 
 Example:
-    python scripts/estimate_gpu_memory.py --batch-size 8 --label-tokens 64
+    python scripts/estimate_gpu_memory.py --batch-size 8 --label-tokens 112
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def estimate(
 @click.option(
     "--label-tokens",
     type=click.IntRange(min=1),
-    default=64,
+    default=112,  # a packed window (data.packing): about five utterances with timestamps
     show_default=True,
     help="Longest label in a batch (a KsponSpeech sentence is about 20-60 tokens).",
 )
