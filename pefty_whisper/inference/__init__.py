@@ -274,8 +274,12 @@ class Transcriber:
         method = self.method(audios[0]) if audios else "chunked"
         window_s = self.window_samples / SAMPLE_RATE
         chunked = method == "chunked"
+        # A model known not to predict timestamps learnt one utterance per example: it gets
+        # each VAD region alone instead of regions joined into 30 s.
+        join = self._predicts_timestamps is not False
         plans = [
-            longform.plan_file(a, self._use_vad(a, chunked), window_s, chunked) for a in audios
+            longform.plan_file(a, self._use_vad(a, chunked), window_s, chunked, join)
+            for a in audios
         ]
         if method == "sequential":
             found = longform.decode_sequential(self, audios, plans, language, prompt, temperature)

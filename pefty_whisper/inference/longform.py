@@ -161,14 +161,22 @@ def monotonic(segments: Sequence[Segment], duration_s: float) -> list[Segment]:
     return out
 
 
-def plan_file(audio: np.ndarray, use_vad: bool, window_s: float, chunked: bool) -> FilePlan:
-    """The spans a file is decoded in (chunked path) and its speech regions, if VAD is on."""
+def plan_file(
+    audio: np.ndarray, use_vad: bool, window_s: float, chunked: bool, join: bool = True
+) -> FilePlan:
+    """The spans a file is decoded in (chunked path) and its speech regions, if VAD is on.
+
+    `join` False keeps every VAD region its own chunk: a model fine-tuned on one utterance per
+    example writes the first sentence of a joined chunk and ends, dropping the rest.
+    """
     duration = len(audio) / SAMPLE_RATE
     regions = tuple(speech_regions(audio, window_s)) if use_vad else None
     if not chunked:
         return FilePlan((), regions)
     if regions is None:
         return FilePlan(tuple(window_spans(duration, window_s)), None)
+    if not join:
+        return FilePlan(tuple(chunk_spans(regions, window_s, max_pause_s=-math.inf)), regions)
     return FilePlan(tuple(chunk_spans(regions, window_s)), regions)
 
 

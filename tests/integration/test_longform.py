@@ -8,6 +8,7 @@ nonsense, so the checks are on times, silence and the reported path, not on word
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from dataclasses import replace
@@ -53,6 +54,10 @@ def test_chunks_are_at_most_30_s_and_cut_in_pauses() -> None:
     assert chunk_spans([(0.0, 70.0)], 30.0) == [(0.0, 30.0), (30.0, 60.0), (60.0, 70.0)]
     assert window_spans(70.0, 30.0) == [(0.0, 30.0), (30.0, 60.0), (60.0, 70.0)]
     assert window_spans(3.0, 30.0) == [(0.0, 3.0)]
+    # For a model that learnt one utterance per example: every region its own chunk, touching
+    # ones too (VAD's padding makes close regions meet).
+    touching = [(0.0, 8.0), (8.0, 20.0), (20.4, 29.0)]
+    assert chunk_spans(touching, 30.0, max_pause_s=-math.inf) == touching
 
 
 def test_coverage_names_the_speech_no_segment_covers() -> None:
