@@ -210,7 +210,7 @@ def plot_rounds(rows: list[RoundRow], path: Path) -> Path:
             label="validation (best)",
         )
     axes.set_xlabel("round (0 = zero-shot base)")
-    axes.set_ylabel("CER, spaces removed; WER for other languages (%)")
+    axes.set_ylabel("CER, spaces removed (%)\nWER for sets in other languages")
     axes.set_xticks([row.round_index for row in rows])
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)

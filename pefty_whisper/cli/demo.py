@@ -33,7 +33,7 @@ def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
 
     Each command is printed and run as written, inside the workspace, with
     the pefty.yaml the demo writes there; re-running skips finished steps.
-    About 12 minutes on a 2-core CPU.
+    About 7 minutes on a 2-core CPU.
 
     \b
     Example:

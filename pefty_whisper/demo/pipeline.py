@@ -46,7 +46,7 @@ def demo_config(base: str) -> dict[str, Any]:
     """Settings chosen so that two rounds on whisper-base fit the demo's 20 minutes on 2 cores.
 
     Rounds train on packed 30 s windows (data.packing, the default): about five utterances
-    per window, so 20 steps of batch 2 (about 3 passes over 64 utterances, 13 windows a pass)
+    per window, so 20 steps of batch 2 (about 3 passes over 64 utterances, 14 windows a pass)
     at a high LoRA learning rate are enough for espeak-ng Korean, a narrow domain, and the
     model keeps its timestamps for long recordings. Validation on 12 utterances every 10
     steps, so round 1 shows its CER falling. Gradient checkpointing is off: the CPU has memory

@@ -53,4 +53,4 @@ def test_the_demo_trains_packed_windows_at_30_s(tmp_path: Path) -> None:
     config = load_config(path)
     assert config.data.packing and config.model.context == "full"
     assert "context" not in written["model"]  # the defaults, as a user's round would run
-    assert config.train.batch_size == 2  # about ten utterances a step
+    assert config.train.batch_size == 2  # about nine utterances a step
