@@ -200,3 +200,19 @@ def test_the_language_may_be_given_as_the_config_accepts_it(tokenizer, special) 
     # model.language accepts Whisper's names and any case; packing must read it the same way.
     for language in ("korean", "KO", "ko"):
         assert SpecialTokens.from_tokenizer(tokenizer, language, "transcribe") == special
+
+
+def test_packing_says_that_the_auto_context_does_not_apply(tmp_path: Path, tokenizer, caplog):
+    from pefty_whisper.config import load_config
+    from pefty_whisper.data.packing import packed_training_set
+
+    utterances = _corpus(tmp_path, 6)
+    auto = load_config(None, ["model.context=auto"])
+    with caplog.at_level("WARNING", logger="pefty_whisper.data.packing"):
+        dataset = packed_training_set(utterances, tokenizer, auto)
+    assert "model.context=auto does not apply to packed windows" in caplog.text
+    assert dataset.plan.utterances == 6
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pefty_whisper.data.packing"):
+        packed_training_set(utterances, tokenizer, load_config(None))
+    assert "does not apply" not in caplog.text
