@@ -415,12 +415,18 @@ class PackedSets(torch.utils.data.ConcatDataset):
 
 
 def packed_mixed_set(mixed: Any, tokenizer: WhisperTokenizer, config: Config) -> PackedSets:
-    """A mixed epoch (a data/mixing.py MixedDataset) as packed windows: each set's draw, in
-    corpus order, becomes windows as a single set's would."""
+    """A mixed epoch (a data/mixing.py MixedDataset) as packed windows: each set's draw becomes
+    windows as a single set's would, and each pass over a set drawn several times is packed
+    on its own, so no window joins a pass's end to the next one's start or holds an utterance
+    twice."""
     parts = []
     for index, part in enumerate(mixed.parts):
         rows = mixed.rows[mixed.sources == index]
-        parts.append(packed_training_set(part.utterances.take(rows), tokenizer, config, index))
+        # Within a pass rows only increase: a step down is where the next pass begins.
+        for passed in np.split(rows, np.flatnonzero(np.diff(rows) <= 0) + 1):
+            if len(passed):
+                utterances = part.utterances.take(passed)
+                parts.append(packed_training_set(utterances, tokenizer, config, len(parts)))
     return PackedSets(parts)
 
 

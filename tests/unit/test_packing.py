@@ -216,3 +216,33 @@ def test_packing_says_that_the_auto_context_does_not_apply(tmp_path: Path, token
     with caplog.at_level("WARNING", logger="pefty_whisper.data.packing"):
         packed_training_set(utterances, tokenizer, load_config(None))
     assert "does not apply" not in caplog.text
+
+
+def test_mixed_sets_are_packed_apart_and_passes_never_join(tmp_path: Path, tokenizer) -> None:
+    from pefty_whisper.config import load_config
+    from pefty_whisper.data.mixing import TrainSet, mix_datasets
+    from pefty_whisper.data.packing import packed_mixed_set
+    from pefty_whisper.data.table import UtteranceTable
+
+    class Part:  # what mix_datasets and packing read of a SpeechDataset
+        def __init__(self, utterances) -> None:
+            self.utterances = UtteranceTable.from_utterances(utterances)
+
+        def __len__(self) -> int:
+            return len(self.utterances)
+
+    (tmp_path / "own").mkdir()
+    (tmp_path / "small").mkdir()
+    own, small = _corpus(tmp_path / "own", 10, seed=1), _corpus(tmp_path / "small", 3, seed=2)
+    sets = [TrainSet(Path("own.csv")), TrainSet(Path("small.csv"), 0.5)]
+    mixed = mix_datasets([Part(own), Part(small)], sets, seed=0)
+    assert mixed.drawn == [10, 10]  # the small set three times over, and one more
+    packed = packed_mixed_set(mixed, tokenizer, load_config(None))
+    assert packed.plan.utterances == 20
+    for part in packed.datasets:
+        paths = [part.utterances.path(i) for i in range(len(part.utterances))]
+        folders = {Path(path).parent.name for path in paths}
+        assert len(folders) == 1  # one set per part: a window never joins two corpora
+        for window in part.plan.windows:
+            members = [paths[m] for m in window.members]
+            assert len(set(members)) == len(members)  # no utterance twice in a window
