@@ -139,6 +139,8 @@ def evaluate_set(
         from pefty_whisper.whisper_files import language_code
 
         language = language_code(language)  # an unknown name fails before the model loads
+        if language == language_code(config.model.language):
+            language = None  # the round's own language: its own figure
     target = resolve_target(workspace, config, model)
     manifest = read_manifest(workspace.manifest_path(set_name))
     utterances = manifest.utterances[:limit] if limit else manifest.utterances
@@ -172,7 +174,7 @@ def evaluate_set(
         label = workspace.converted_label(label, transcriber.backend)
     partial = len(utterances) < len(manifest.utterances)
     variant = eval_variant(
-        workspace, label, transcriber.context, len(utterances) if partial else None
+        workspace, label, transcriber.context, len(utterances) if partial else None, language
     )
     json_path = workspace.eval_json(label, set_label, variant)
     tsv_path = workspace.eval_tsv(label, set_label, variant)
@@ -207,11 +209,14 @@ def evaluate_set(
     return report
 
 
-def eval_variant(workspace: Workspace, label: str, context: str, first: int | None) -> str:
-    """'' for the round's own figure; else what sets this evaluation apart (`context-auto`,
-    `first-50`), so it is kept beside the figure instead of over it. A conversion (round2-ct2)
-    or an export is apart by its label already; its context is in its summary."""
-    parts = []
+def eval_variant(
+    workspace: Workspace, label: str, context: str, first: int | None, language: str | None = None
+) -> str:
+    """'' for the round's own figure; else what sets this evaluation apart (`lang-en`,
+    `context-auto`, `first-50`), so it is kept beside the figure instead of over it. A
+    conversion (round2-ct2) or an export is apart by its label already; its context is in its
+    summary. `language`: another language than model.language (`pefty rounds` shows its WER)."""
+    parts = [f"lang-{language}"] if language else []
     is_round = workspace.label_round(label) is not None
     if is_round and context != workspace.load_config().model.context:
         parts.append(f"context-{context}")

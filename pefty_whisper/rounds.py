@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from pefty_whisper.evaluate import read_eval_results
-from pefty_whisper.whisper_files import language_code
 from pefty_whisper.workspace import BASE_LABEL, Workspace
 
 
@@ -33,25 +32,29 @@ class RoundRow:
     # set name -> (long-form CER, % of speech deleted), from the same evaluation as eval_cer
     longform: dict[str, tuple[float, float]] = field(default_factory=dict)
     silence_chars: int | None = None  # characters written on silence, noise and hum (goal 0)
-    # set name -> (language, WER) for sets decoded in another language than model.language
-    # (`pefty evaluate --language en`): what the rounds make the model forget
-    other_wer: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # (set name, language) -> WER for sets decoded in another language than model.language
+    # (`pefty evaluate --language en`, eval/roundN/<set>@lang-en.json): what rounds forget
+    other_wer: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def collect_rounds(workspace: Workspace) -> list[RoundRow]:
     """Every round that has an adapter, a merged model or an evaluation, in order."""
     evals: dict[int, dict[str, dict[str, Any]]] = {}
+    others: dict[int, dict[tuple[str, str], float]] = {}
     for label, summaries in read_eval_results(workspace).items():
         index, backend = _round_of_label(workspace, label)
         if index is None:
             continue
-        for stem, summary in summaries.items():
+        for stem, summary in sorted(summaries.items()):
             name, _, variant = stem.partition("@")
+            if variant.startswith("lang-"):
+                language = variant.split("-")[1]
+                others.setdefault(index, {})[(name, language)] = summary["wer"]
+                continue
             key = "@".join(p for p in (variant, backend) if p)
             evals.setdefault(index, {}).setdefault(name, {})[key] = summary
-    indices = set(workspace.round_indices()) | set(evals)
-    language = language_code(workspace.load_config().model.language)
-    return [_row(workspace, i, evals.get(i, {}), language) for i in sorted(indices)]
+    indices = set(workspace.round_indices()) | set(evals) | set(others)
+    return [_row(workspace, i, evals.get(i, {}), others.get(i, {})) for i in sorted(indices)]
 
 
 def _round_of_label(workspace: Workspace, label: str) -> tuple[int | None, str]:
@@ -79,16 +82,13 @@ def _pick(variants: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
 
 
 def _row(
-    workspace: Workspace, index: int, evals: dict[str, dict[str, dict[str, Any]]], language: str
+    workspace: Workspace,
+    index: int,
+    evals: dict[str, dict[str, dict[str, Any]]],
+    other: dict[tuple[str, str], float],
 ) -> RoundRow:
     adapter = workspace.round_record(index)
     picked = {name: _pick(variants) for name, variants in sorted(evals.items())}
-    other = {
-        name: (summary["language"], summary["wer"])
-        for name, (summary, _) in picked.items()
-        if summary.get("language") not in (None, language)
-    }
-    picked = {name: pair for name, pair in picked.items() if name not in other}
     figures: dict[str, Any] = {
         "other_wer": other,
         "eval_cer": {name: summary["cer"] for name, (summary, _) in picked.items()},
@@ -133,7 +133,7 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
     header += [f"{name} long-form (deleted)" for name in whole]
     silence = any(row.silence_chars is not None for row in rows)
     header += ["silence chars"] if silence else []
-    other = sorted({(name, row.other_wer[name][0]) for row in rows for name in row.other_wer})
+    other = sorted({key for row in rows for key in row.other_wer})
     header += [f"{name} WER ({language})" for name, language in other]
     lines = [header]
     for row in rows:
@@ -149,7 +149,7 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
         cells += [_noted(row, name) for name in sets]
         cells += [_longform(row.longform.get(name)) for name in whole]
         cells += [_number(row.silence_chars)] if silence else []
-        cells += [_percent(_wer(row, name, language)) for name, language in other]
+        cells += [_percent(row.other_wer.get(key)) for key in other]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     table = "\n".join(
@@ -161,11 +161,6 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
             "or a conversion exists); `pefty evaluate` on the whole set writes it"
         )
     return table
-
-
-def _wer(row: RoundRow, name: str, language: str) -> float | None:
-    found = row.other_wer.get(name)
-    return found[1] if found and found[0] == language else None
 
 
 def _longform(figures: tuple[float, float] | None) -> str:
@@ -197,10 +192,10 @@ def plot_rounds(rows: list[RoundRow], path: Path) -> Path:
     valid = [
         (row.round_index, row.best_valid_cer) for row in rows if row.best_valid_cer is not None
     ]
-    for name in sorted({name for row in rows for name in row.other_wer}):
-        points = [(row.round_index, row.other_wer[name]) for row in rows if name in row.other_wer]
-        xs, ys = [p[0] for p in points], [p[1][1] for p in points]
-        axes.plot(xs, ys, "-.", marker="^", label=f"{name} WER ({points[0][1][0]})")
+    for key in sorted({key for row in rows for key in row.other_wer}):
+        points = [(row.round_index, row.other_wer[key]) for row in rows if key in row.other_wer]
+        xs, ys = [p[0] for p in points], [p[1] for p in points]
+        axes.plot(xs, ys, "-.", marker="^", label=f"{key[0]} WER ({key[1]})")
     if valid:
         axes.plot(
             [p[0] for p in valid],

@@ -106,7 +106,7 @@ def _evaluations(model: str, label: str, note: str = "") -> list[Step]:
         ),
         Step(
             ("evaluate", "--set", english, "--model", model, "--language", "en", "--no-longform"),
-            done=lambda ws: ws.eval_json(label, ENGLISH_SET).is_file(),
+            done=lambda ws: ws.eval_json(label, ENGLISH_SET, "lang-en").is_file(),
             note="other language: English WER, to see what the rounds forget",
         ),
     ]

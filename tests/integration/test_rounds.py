@@ -280,9 +280,9 @@ def test_a_set_in_another_language_shows_its_wer_per_round(two_rounds, tmp_path)
     ws = ["--workdir", str(work), "--no-longform", "--language", "en", "--set", str(english)]
     invoke("evaluate", "--model", "merged/round1", *ws)
     invoke("evaluate", "--model", "merged/round2", *ws)
-    summary = json.loads((work / "eval" / "round2" / "eval_english.json").read_text())
+    summary = json.loads((work / "eval" / "round2" / "eval_english@lang-en.json").read_text())
     assert summary["language"] == "en" and summary["num_utterances"] == len(ENGLISH_SENTENCES)
-    tsv = (work / "eval" / "round2" / "eval_english.tsv").read_text(encoding="utf-8")
+    tsv = (work / "eval" / "round2" / "eval_english@lang-en.tsv").read_text(encoding="utf-8")
     assert ENGLISH_SENTENCES[0] in tsv
 
     lines = invoke("rounds", "--workdir", str(work)).output.splitlines()
@@ -292,8 +292,15 @@ def test_a_set_in_another_language_shows_its_wer_per_round(two_rounds, tmp_path)
     by_round = {line.split()[0]: line for line in lines[1:4]}
     assert by_round["0"].rstrip().endswith("-")  # round 0 was not evaluated on it
     for label, index in (("round1", "1"), ("round2", "2")):
-        wer = json.loads((work / "eval" / label / "eval_english.json").read_text())["wer"]
+        wer = json.loads((work / "eval" / label / "eval_english@lang-en.json").read_text())["wer"]
         assert by_round[index].rstrip().endswith(f"{wer:.1f}%")
+    # The round's own figure on a set is never overwritten by one in another language.
+    before = (work / "eval" / "round2" / "eval_clean.json").read_text()
+    invoke("evaluate", "--model", "merged/round2", *ws[:-2], "--set", "eval_clean")
+    assert (work / "eval" / "round2" / "eval_clean.json").read_text() == before
+    assert (work / "eval" / "round2" / "eval_clean@lang-en.json").is_file()
+    header = invoke("rounds", "--workdir", str(work)).output.splitlines()[0]
+    assert "eval_clean WER (en)" in header and "eval_clean CER" in header
 
 
 def test_evaluate_names_an_unknown_language_before_loading(two_rounds):

@@ -41,7 +41,7 @@ def test_every_round_is_scored_on_eval_clean_and_in_english(tmp_path: Path) -> N
     # Done once its summary exists, under the label the rounds table reads.
     english_round2 = [s for s in steps if s.argv[:3] == ("evaluate", "--set", english)][-1]
     assert not english_round2.done(workspace)
-    summary = workspace.eval_json("round2", "eval_english")
+    summary = workspace.eval_json("round2", "eval_english", "lang-en")
     summary.parent.mkdir(parents=True)
     summary.write_text("{}")
     assert english_round2.done(workspace)
