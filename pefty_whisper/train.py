@@ -189,7 +189,7 @@ class RoundTrainer:
         self.valid_manifest: Manifest | None = None
         self.mixed_manifests: list[Manifest] = []  # training sets mixed into the round's own
         self.mixed_filters: list[FilterReport] = []
-        self.train_dataset: SpeechDataset | MixedDataset | None = None
+        self.train_dataset: SpeechDataset | MixedDataset | PackedDataset | PackedSets | None = None
         self.mixture: MixedDataset | None = None  # the draw of each set, when sets are mixed
         self.train_filter = FilterReport()
         self.valid_filter = FilterReport()

@@ -4,11 +4,12 @@ packed-training benchmark (the throughput half is scripts/bench_train.py).
 Every format trains one round of LoRA on real whisper-base (8-bit, ZeRO-2, the defaults) from
 the same base, on the same 320 sample-corpus utterances in corpus order, one pass, at the same
 learning rate: single utterances in 40 steps of batch 8, packed windows in batches that carry
-about as many utterances (about 8-10 per step, 31-40 steps). Then each merged model is
+about as many utterances (about 7-10 per step, 31-43 steps). Then each merged model is
 evaluated on eval_clean with `pefty evaluate`:
 
   - torch at 30 s: per-utterance CER without timestamps, long-form CER and deleted speech on
-    the set stitched into 3-minute recordings (transformers' sequential long-form generate),
+    the set stitched into recordings of up to 3 minutes (two of about 110 s for eval_clean's 40
+    sentences; transformers' sequential long-form generate),
     and characters written on generated silence, noise and hum;
   - the same through a CTranslate2 int8 export (faster-whisper for the long-form and silence).
 

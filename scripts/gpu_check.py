@@ -54,8 +54,8 @@ SMALL = dict(d_model=768, layers=12, heads=12, n_mels=80, vocab_size=51865)
 LARGE_V3 = dict(d_model=1280, layers=32, heads=20, n_mels=128, vocab_size=51866)
 MEMORY_QUANTS = ("8bit", "8bit_keeping_inputs", "4bit", "none")
 SPEED_QUANTS = ("8bit", "4bit", "none")
-# A packed 30 s window's label (data.packing, the default): about five KsponSpeech utterances of
-# ~18 tokens each, with their timestamps and prompt. Single utterances are ~25.
+# The longest label of a batch of packed 30 s windows (data.packing, the default): the sample
+# corpus's windows run 89 tokens on average and up to 109 (single utterances up to about 30).
 LABEL_TOKENS = 112
 # Records the CLI's optimizer and encoder frames, for the train stage's child process.
 HOOKED_CLI = r"""
