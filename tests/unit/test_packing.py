@@ -203,19 +203,28 @@ def test_the_language_may_be_given_as_the_config_accepts_it(tokenizer, special) 
 
 
 def test_packing_says_that_the_auto_context_does_not_apply(tmp_path: Path, tokenizer, caplog):
+    import logging
+
     from pefty_whisper.config import load_config
     from pefty_whisper.data.packing import packed_training_set
 
-    utterances = _corpus(tmp_path, 6)
-    auto = load_config(None, ["model.context=auto"])
-    with caplog.at_level("WARNING", logger="pefty_whisper.data.packing"):
-        dataset = packed_training_set(utterances, tokenizer, auto)
-    assert "model.context=auto does not apply to packed windows" in caplog.text
-    assert dataset.plan.utterances == 6
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="pefty_whisper.data.packing"):
-        packed_training_set(utterances, tokenizer, load_config(None))
-    assert "does not apply" not in caplog.text
+    # The CLI's logging setup stops pefty's loggers at their own handler: listen on the module's.
+    logger = logging.getLogger("pefty_whisper.data.packing")
+    logger.addHandler(caplog.handler)
+    try:
+        utterances = _corpus(tmp_path, 6)
+        with caplog.at_level("WARNING", logger=logger.name):
+            dataset = packed_training_set(
+                utterances, tokenizer, load_config(None, ["model.context=auto"])
+            )
+        assert "model.context=auto does not apply to packed windows" in caplog.text
+        assert dataset.plan.utterances == 6
+        caplog.clear()
+        with caplog.at_level("WARNING", logger=logger.name):
+            packed_training_set(utterances, tokenizer, load_config(None))
+        assert "does not apply" not in caplog.text
+    finally:
+        logger.removeHandler(caplog.handler)
 
 
 def test_mixed_sets_are_packed_apart_and_passes_never_join(tmp_path: Path, tokenizer) -> None:
