@@ -91,11 +91,16 @@ class WindowPlan:
     def utterances(self) -> int:
         return sum(window.num_utterances for window in self.windows)
 
+    @property
+    def untimed(self) -> int:
+        """Packed windows trained without timestamps."""
+        return sum(w.kind == "packed" and not w.timestamps for w in self.windows)
+
     def summary(self) -> dict[str, int]:
         return {
             "windows": len(self.windows),
             "packed_windows": self.count("packed"),
-            "untimed_windows": sum(not w.timestamps for w in self.windows if w.kind == "packed"),
+            "untimed_windows": self.untimed,
             "single_utterances": self.count("single"),
             "no_speech_windows": self.count("no_speech"),
             "utterances": self.utterances,
@@ -398,7 +403,7 @@ def packed_training_set(
         plan.utterances,
         len(plan.windows),
         plan.count("packed"),
-        plan.summary()["untimed_windows"],
+        plan.untimed,
         plan.count("single"),
         plan.count("no_speech"),
     )

@@ -23,6 +23,7 @@ from pefty_whisper.workspace import BASE_LABEL, CONFIG_FILE, Workspace
 
 CORPUS_DIR = "sample_kspon"
 ENGLISH_DIR = "sample_english"  # 20 English sentences: what the Korean rounds make it forget
+ENGLISH_MANIFEST = f"{ENGLISH_DIR}/{ENGLISH_SET}.csv"  # relative to the workspace
 # Corpus: 80 utterances per part (64 train / 16 validation), 40 held-out sentences per eval set.
 DEMO_CORPUS = SampleCorpusSpec(utterances_per_part=80, eval_clean=40, eval_other=40, dev=20)
 EVAL_SET = "eval_clean"
@@ -91,13 +92,12 @@ def ensure_sample_corpus(workdir: Path) -> Path:
 
 def ensure_english_set(workdir: Path) -> Path:
     """The English set and its manifest, generated once (seeded, a few seconds)."""
-    manifest = workdir / ENGLISH_DIR / f"{ENGLISH_SET}.csv"
+    manifest = workdir / ENGLISH_MANIFEST
     return manifest if manifest.is_file() else write_english_set(manifest.parent)
 
 
 def _evaluations(model: str, label: str, note: str = "") -> list[Step]:
     """eval_clean (with its long-form and silence figures), then the English set's WER."""
-    english = f"{ENGLISH_DIR}/{ENGLISH_SET}.csv"
     return [
         Step(
             ("evaluate", "--set", EVAL_SET, "--model", model),
@@ -105,7 +105,16 @@ def _evaluations(model: str, label: str, note: str = "") -> list[Step]:
             note=note,
         ),
         Step(
-            ("evaluate", "--set", english, "--model", model, "--language", "en", "--no-longform"),
+            (
+                "evaluate",
+                "--set",
+                ENGLISH_MANIFEST,
+                "--model",
+                model,
+                "--language",
+                "en",
+                "--no-longform",
+            ),  # fmt: skip
             done=lambda ws: ws.eval_json(label, ENGLISH_SET, "lang-en").is_file(),
             note="other language: English WER, to see what the rounds forget",
         ),
