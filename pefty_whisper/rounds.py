@@ -48,8 +48,10 @@ def collect_rounds(workspace: Workspace) -> list[RoundRow]:
         for stem, summary in sorted(summaries.items()):
             name, _, variant = stem.partition("@")
             if variant.startswith("lang-"):
-                language = variant.split("-")[1]
-                others.setdefault(index, {})[(name, language)] = summary["wer"]
+                wer = others.setdefault(index, {})
+                key = (name, variant.split("-")[1])
+                # The round's own backend's figure, as for eval_cer; a conversion's otherwise.
+                wer[key] = wer.get(key, summary["wer"]) if backend else summary["wer"]
                 continue
             key = "@".join(p for p in (variant, backend) if p)
             evals.setdefault(index, {}).setdefault(name, {})[key] = summary

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from workspaces import SENTENCES, make_workspace, subprocess_env, write_manifest
 
 from pefty_whisper.cli import main
+from pefty_whisper.rounds import collect_rounds
 from pefty_whisper.workspace import MergeRecord, RoundRecord, Workspace
 
 SHORT_ROUND = ["-o", "train.max_steps=2", "-o", "train.eval_steps=2"]
@@ -301,6 +302,13 @@ def test_a_set_in_another_language_shows_its_wer_per_round(two_rounds, tmp_path)
     assert (work / "eval" / "round2" / "eval_clean@lang-en.json").is_file()
     header = invoke("rounds", "--workdir", str(work)).output.splitlines()[0]
     assert "eval_clean WER (en)" in header and "eval_clean CER" in header
+    # A conversion's figure in that language does not stand in for the round's own.
+    own = json.loads((work / "eval" / "round2" / "eval_english@lang-en.json").read_text())
+    converted = work / "eval" / "round2-ct2" / "eval_english@lang-en.json"
+    converted.parent.mkdir(exist_ok=True)
+    converted.write_text(json.dumps({**own, "backend": "ct2", "wer": own["wer"] + 7.0}))
+    rows = collect_rounds(Workspace.at(work))
+    assert rows[2].other_wer[("eval_english", "en")] == own["wer"]
 
 
 def test_evaluate_names_an_unknown_language_before_loading(two_rounds):
