@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 import yaml
 
-from pefty_whisper.context import ContextMode
 from pefty_whisper.errors import ConfigError
+from pefty_whisper.whisper.context import ContextMode
 
 NormalizeMode = Literal["spelling", "phonetic", "raw"]
 QuantMode = Literal["8bit", "4bit", "none"]

@@ -26,7 +26,8 @@ from pefty_whisper.files import (
     package_versions,
     weights_hash,
 )
-from pefty_whisper.model import enforce_language, load_processor
+from pefty_whisper.train.model import enforce_language
+from pefty_whisper.whisper.processor import load_processor
 from pefty_whisper.workspace import MergeCheck, MergeRecord, RoundRecord, Workspace
 
 logger = logging.getLogger(__name__)
@@ -205,7 +206,7 @@ def probe_batch(config: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def save_checkpoint(model: Any, processor: Any, out_dir: Path) -> None:
     """A plain transformers checkpoint that CTranslate2 and faster-whisper can read too."""
-    from pefty_whisper.whisper_files import write_preprocessor_config
+    from pefty_whisper.whisper.processor import write_preprocessor_config
 
     model.save_pretrained(out_dir, safe_serialization=True, max_shard_size="2GB")
     processor.save_pretrained(out_dir)

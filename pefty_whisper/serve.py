@@ -300,13 +300,13 @@ def serve(
 ) -> None:
     """Load the model once and serve it until SIGTERM or Ctrl-C (in-flight requests finish)."""
     from pefty_whisper.inference import Transcriber, TranscriberOptions
-    from pefty_whisper.inference.model_dir import resolve_model_path
+    from pefty_whisper.whisper.model_dir import ModelDir
 
     for library in ("fastapi", "uvicorn", "multipart"):
         if importlib.util.find_spec(library) is None:
             raise PeftyError("pefty serve needs its extra: pip install 'pefty-whisper[serve]'")
     settings = config.serve
-    model_dir = resolve_model_path(workspace.root, model)
+    model_dir = ModelDir.resolve(model, workspace.root).path
     transcriber = Transcriber(model_dir, TranscriberOptions.from_config(config, backend))
     app = create_app(transcriber, settings, _model_name(model_dir))
     host, port = host or settings.host, port if port is not None else settings.port

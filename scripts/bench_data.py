@@ -49,7 +49,7 @@ SENTENCES = (
 
 def _processor():
     from pefty_whisper.demo.weights import offline_base_tokenizer_dir
-    from pefty_whisper.whisper_files import build_processor
+    from pefty_whisper.whisper.processor import build_processor
 
     return build_processor(offline_base_tokenizer_dir(), n_mels=80, language="korean")
 

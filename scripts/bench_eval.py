@@ -31,7 +31,7 @@ from pefty_whisper.data.manifest import read_manifest  # noqa: E402
 from pefty_whisper.data.prepare import prepare_kspon  # noqa: E402
 from pefty_whisper.demo.base import ensure_offline_base  # noqa: E402
 from pefty_whisper.demo.pipeline import ensure_sample_corpus  # noqa: E402
-from pefty_whisper.evaluate import decode_utterances  # noqa: E402
+from pefty_whisper.evaluate.run import decode_utterances  # noqa: E402
 from pefty_whisper.inference import Transcriber, TranscriberOptions  # noqa: E402
 from pefty_whisper.metrics import score_corpus  # noqa: E402
 

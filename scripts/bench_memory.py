@@ -131,8 +131,8 @@ def save_random_whisper(out_dir: Path, size: str) -> Path:
 
 def build_lora_model(base: Path, quant: str) -> Any:
     from pefty_whisper.config import LoraSection
-    from pefty_whisper.context import allow_short_context
-    from pefty_whisper.model import attach_lora, load_base_model
+    from pefty_whisper.train.model import attach_lora, load_base_model
+    from pefty_whisper.whisper.context import allow_short_context
 
     model = load_base_model(base, "8bit" if quant.startswith("8bit") else quant, "fp32")
     allow_short_context(model)
@@ -141,7 +141,7 @@ def build_lora_model(base: Path, quant: str) -> Any:
 
 def measure_cpu_step(model: Any, batch: int, frames: int, keep_inputs: bool) -> dict[str, float]:
     """Activation and peak bytes of one forward and backward, tracked per tensor."""
-    from pefty_whisper.train import token_mean_loss
+    from pefty_whisper.train.trainer import token_mean_loss
 
     config = model.base_model.model.config
     generator = torch.Generator().manual_seed(0)

@@ -145,7 +145,7 @@ def batch_for(fmt: Format, run_dir: Path, base: Path, train: Path) -> tuple[int,
     if not fmt.packed:
         return UTTERANCES_PER_STEP, len(read_manifest(train).utterances)
     from pefty_whisper.data.packing import packed_training_set
-    from pefty_whisper.model import load_processor
+    from pefty_whisper.whisper.processor import load_processor
 
     overrides = [f"{k}={str(v).lower()}" for k, v in fmt.overrides.items()]
     config = load_config(run_dir / CONFIG_FILE, overrides)

@@ -138,7 +138,7 @@ class StepTimer(TrainerCallback):
         self.losses: list[float] = []
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        from pefty_whisper.model import count_parameters
+        from pefty_whisper.train.model import count_parameters
 
         self.trainable, self.total = count_parameters(kwargs["model"])
 
@@ -189,8 +189,8 @@ def run_pefty_child(spec: RunSpec) -> dict[str, Any]:
     scored on 2 utterances after the last timestamp.
     """
     from pefty_whisper import cli
-    from pefty_whisper.model import compute_dtype
     from pefty_whisper.train import RoundTrainer
+    from pefty_whisper.train.model import compute_dtype
 
     timer = StepTimer()
     create_trainer = RoundTrainer.create_trainer
@@ -263,7 +263,7 @@ def run_hf_child(spec: RunSpec) -> dict[str, Any]:
         resolve_num_workers,
     )
     from pefty_whisper.data.manifest import read_manifest
-    from pefty_whisper.model import load_processor
+    from pefty_whisper.whisper.processor import load_processor
 
     config = Workspace.at(spec.run_dir).load_config()
     processor = load_processor(Path(spec.base), config.model.language, config.model.task)

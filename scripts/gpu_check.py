@@ -114,7 +114,7 @@ class Check:
         import torch
         from torch.utils.cpp_extension import CUDA_HOME
 
-        from pefty_whisper.model import compute_dtype
+        from pefty_whisper.train.model import compute_dtype
 
         env: dict[str, Any] = {"torch": torch.__version__, "cuda": torch.version.cuda}
         for name in ("transformers", "peft", "accelerate", "bitsandbytes", "deepspeed"):
@@ -168,9 +168,9 @@ class Check:
         from bench_memory import LiveTensorMeter, int8_inputs_kept
 
         from pefty_whisper.config import LoraSection
-        from pefty_whisper.context import allow_short_context
-        from pefty_whisper.model import attach_lora, compute_dtype, load_base_model
-        from pefty_whisper.train import token_mean_loss
+        from pefty_whisper.train.model import attach_lora, compute_dtype, load_base_model
+        from pefty_whisper.train.trainer import token_mean_loss
+        from pefty_whisper.whisper.context import allow_short_context
 
         precision = "fp32" if self.cpu else "auto"
         model = load_base_model(base, quant.split("_")[0], precision)
@@ -327,7 +327,7 @@ class Check:
         from transformers import WhisperForConditionalGeneration
 
         from pefty_whisper.demo.weights import offline_base_tokenizer_dir
-        from pefty_whisper.whisper_files import (
+        from pefty_whisper.whisper.processor import (
             WhisperDims,
             build_generation_config,
             build_processor,
@@ -423,7 +423,7 @@ def _faked_capability(major: int, minor: int) -> Any:
     """What `precision: auto` picks on a card of that compute capability."""
     import torch
 
-    from pefty_whisper.model import compute_dtype
+    from pefty_whisper.train.model import compute_dtype
 
     saved = torch.cuda.is_available, torch.cuda.get_device_capability
     torch.cuda.is_available = lambda: True

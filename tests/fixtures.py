@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from pefty_whisper.demo.weights import offline_base_ct2_files_available, offline_base_tokenizer_dir
-from pefty_whisper.whisper_files import (
+from pefty_whisper.whisper.processor import (
     WhisperDims,
     build_generation_config,
     build_processor,

@@ -83,7 +83,8 @@ def train(
     """
     from dataclasses import replace
 
-    from pefty_whisper.train import default_round_plan, is_main_process, train_round
+    from pefty_whisper.train import default_round_plan, train_round
+    from pefty_whisper.train.checkpoints import is_main_process
     from pefty_whisper.workspace import Workspace
 
     workspace = Workspace.at(workdir)
@@ -259,7 +260,7 @@ def evaluate(
             longform=longform, language=language,
         )  # fmt: skip
     click.echo(
-        f"{report.label} on {report.set_name} ({report.backend}, "
+        f"{report.label.folder} on {report.label.set_name} ({report.backend}, "
         f"{report.num_utterances} utterances): CER {report.cer:.2f}%  "
         f"CER with spaces {report.cer_with_spaces:.2f}%  WER {report.wer:.2f}%"
     )
@@ -275,8 +276,11 @@ def evaluate(
             f"characters written on silence/noise/hum: "
             + "/".join(str(n) for n in (report.silence_chars or {}).values())
         )
-    if report.variant:
-        click.echo(f"kept apart from {report.label}'s figure ({report.variant}): see pefty rounds")
+    if report.label.variant:
+        click.echo(
+            f"kept apart from {report.label.folder}'s figure ({report.label.variant}): "
+            "see pefty rounds"
+        )
     for utterance_id, score in report.worst:
         if score.chars.errors == 0:
             break
@@ -324,7 +328,7 @@ def rounds(
     Example:
       pefty rounds --plot rounds.png
     """
-    from pefty_whisper.rounds import collect_rounds, format_rounds_table, plot_rounds
+    from pefty_whisper.evaluate.rounds_table import collect_rounds, format_rounds_table, plot_rounds
     from pefty_whisper.workspace import Workspace
 
     workspace = Workspace.at(workdir)

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pefty_whisper.context import ContextMode, context_samples
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio, probe_audio
 from pefty_whisper.data.table import Utterance, UtteranceTable
 from pefty_whisper.errors import DataError
+from pefty_whisper.whisper.context import ContextMode, context_samples
 
 if TYPE_CHECKING:
     from transformers import WhisperFeatureExtractor, WhisperProcessor

@@ -32,6 +32,12 @@ import torch
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio, probe_audio
 from pefty_whisper.data.manifest import Utterance
 from pefty_whisper.errors import DataError
+from pefty_whisper.whisper.tokens import (
+    MAX_TARGET_POSITIONS,
+    TIME_STEP_S,
+    WhisperTokens,
+    timestamp_token,
+)
 
 if TYPE_CHECKING:
     from transformers import WhisperTokenizer
@@ -43,9 +49,7 @@ logger = logging.getLogger(__name__)
 WindowKind = Literal["packed", "single", "no_speech"]
 NoiseKind = Literal["silence", "noise", "hum"]
 NOISE_KINDS: tuple[NoiseKind, ...] = ("silence", "noise", "hum")
-TIME_STEP_S = 0.02  # Whisper's timestamp grid
 WINDOW_S = 30.0
-MAX_TARGET_TOKENS = 448  # Whisper's decoder positions
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class PackingOptions:
     untimed_share: float = 0.3  # packed windows whose target has no timestamps
     no_speech_share: float = 0.05  # no-speech windows, relative to the speech windows
     gap_s: tuple[float, float] = (0.1, 0.8)  # seeded silence before each utterance
-    max_tokens: int = MAX_TARGET_TOKENS
+    max_tokens: int = MAX_TARGET_POSITIONS  # train.max_label_tokens, within the model's
     seed: int = 0
 
 
@@ -180,48 +184,17 @@ def plan_windows(
     return WindowPlan(tuple(windows))
 
 
-@dataclass(frozen=True)
-class SpecialTokens:
-    """The ids a packed label needs, read from the tokenizer (Whisper versions differ)."""
-
-    sot: int
-    language: int
-    task: int
-    no_timestamps: int
-    eot: int
-    no_speech: int
-    first_timestamp: int  # <|0.00|>
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer: WhisperTokenizer, language: str, task: str) -> SpecialTokens:
-        from pefty_whisper.whisper_files import language_code
-
-        language = language_code(language)  # the config accepts 'korean' and 'KO' too
-        vocab = tokenizer.get_vocab()
-        # large-v3 calls it <|nospeech|>, earlier multilingual models <|nocaptions|>; both sit
-        # right before <|notimestamps|>, where transformers' and faster-whisper's no-speech
-        # detection look for it.
-        no_speech = vocab.get("<|nospeech|>", vocab.get("<|nocaptions|>"))
-        for name in ("<|0.00|>", "<|notimestamps|>", f"<|{language}|>", f"<|{task}|>"):
-            if name not in vocab:
-                raise DataError(f"this Whisper tokenizer has no {name} token: cannot pack windows")
-        if no_speech is None:
-            raise DataError("this Whisper tokenizer has no no-speech token: cannot pack windows")
-        return cls(
-            sot=vocab["<|startoftranscript|>"],
-            language=vocab[f"<|{language}|>"],
-            task=vocab[f"<|{task}|>"],
-            no_timestamps=vocab["<|notimestamps|>"],
-            eot=vocab["<|endoftext|>"],
-            no_speech=no_speech,
-            first_timestamp=vocab["<|0.00|>"],
+def packing_tokens(tokenizer: WhisperTokenizer, language: str, task: str) -> WhisperTokens:
+    """The token table a packed label is built from, with what packing needs checked."""
+    tokens = WhisperTokens.from_tokenizer(tokenizer, language=language, task=task)
+    if tokenizer.convert_tokens_to_ids(timestamp_token(0)) != tokens.first_timestamp:
+        raise DataError(
+            "this Whisper tokenizer has no <|0.00|> token right after <|notimestamps|>: "
+            "cannot pack windows (data.packing=false trains single utterances)"
         )
-
-    def timestamp(self, seconds: float) -> int:
-        steps = round(seconds / TIME_STEP_S)
-        if not 0 <= steps <= round(WINDOW_S / TIME_STEP_S):
-            raise ValueError(f"timestamp {seconds:.2f} s is outside Whisper's 30 s window")
-        return self.first_timestamp + steps
+    if tokens.no_speech is None:
+        raise DataError("this Whisper tokenizer has no no-speech token: cannot pack windows")
+    return tokens
 
 
 @dataclass(frozen=True)
@@ -238,12 +211,12 @@ def teacher_forced(ids: Sequence[int]) -> Example:
 
 
 def packed_example(
-    special: SpecialTokens,
+    special: WhisperTokens,
     texts: Sequence[Sequence[int]],
     spans_s: Sequence[tuple[float, float]],
 ) -> Example:
     """`<|sot|><|ko|><|transcribe|><|t0|> text <|t1|><|t2|> text <|t3|>...<|eot|>`."""
-    ids = [special.sot, special.language, special.task]
+    ids = special.prefix()
     for text, (start, end) in zip(texts, spans_s, strict=True):
         first, last = special.timestamp(start), special.timestamp(end)
         if ids[-1] >= special.first_timestamp and first <= ids[-1]:
@@ -254,22 +227,21 @@ def packed_example(
     return teacher_forced(ids)
 
 
-def untimed_example(special: SpecialTokens, text: Sequence[int]) -> Example:
+def untimed_example(special: WhisperTokens, text: Sequence[int]) -> Example:
     """A single utterance, or a packed window's joined text, with `<|notimestamps|>`."""
-    return teacher_forced(
-        [special.sot, special.language, special.task, special.no_timestamps, *text, special.eot]
-    )
+    return teacher_forced([*special.prompt(), *text, special.eot])
 
 
-def no_speech_example(special: SpecialTokens) -> Example:
+def no_speech_example(special: WhisperTokens) -> Example:
     """Whisper's no-speech form under a forced Korean prompt.
 
     Decoders force `<|sot|><|ko|><|transcribe|>`, so the model reads that prompt as always, but
     the target right after `<|sot|>` is the no-speech token (what faster-whisper's and
     transformers' no-speech thresholds read) and the transcript is empty.
     """
-    inputs = (special.sot, special.language, special.task, special.no_timestamps)
-    labels = (special.no_speech, special.task, special.no_timestamps, special.eot)
+    sot, language, task, no_timestamps = special.prompt()
+    inputs = (sot, language, task, no_timestamps)
+    labels = (special.no_speech, task, no_timestamps, special.eot)
     return Example(inputs, labels)
 
 
@@ -298,7 +270,7 @@ class PackedDataset(torch.utils.data.Dataset):
         utterances: Sequence[Utterance],
         plan: WindowPlan,
         tokenizer: WhisperTokenizer,
-        special: SpecialTokens,
+        special: WhisperTokens,
         window_s: float = WINDOW_S,
     ) -> None:
         # Kept as given: a data/table.py table stays a few arrays in forked loader workers.
@@ -373,7 +345,11 @@ def _item(audio: np.ndarray, example: Example) -> dict[str, Any]:
 
 
 def packed_training_set(
-    utterances: Sequence[Utterance], tokenizer: WhisperTokenizer, config: Config, part: int = 0
+    utterances: Sequence[Utterance],
+    tokenizer: WhisperTokenizer,
+    config: Config,
+    part: int = 0,
+    max_tokens: int | None = None,
 ) -> PackedDataset:
     """A round's training set as packed windows, single utterances and no-speech windows, in
     the shares the config's data section asks for (seeded by data.split_seed and `part`, the
@@ -390,13 +366,14 @@ def packed_training_set(
         untimed_share=data.untimed_share,
         no_speech_share=data.no_speech_share,
         seed=data.split_seed + part,
+        max_tokens=max_tokens or config.train.max_label_tokens,
     )
     sentences = [utterance.sentence for utterance in utterances]
     lengths = [len(ids) for ids in tokenizer(sentences, add_special_tokens=False).input_ids]
     # A manifest written by hand may lack durations: the pcm/wav header tells them.
     durations = [u.duration or probe_audio(u.path).duration_s for u in utterances]
     plan = plan_windows(durations, lengths, options)
-    special = SpecialTokens.from_tokenizer(tokenizer, config.model.language, config.model.task)
+    special = packing_tokens(tokenizer, config.model.language, config.model.task)
     logger.info(
         "packed %d utterances into %d windows (%d packed, %d of them untimed, %d single, "
         "%d no-speech)",
@@ -419,7 +396,9 @@ class PackedSets(torch.utils.data.ConcatDataset):
         self.plan = WindowPlan(tuple(w for part in parts for w in part.plan.windows))
 
 
-def packed_mixed_set(mixed: Any, tokenizer: WhisperTokenizer, config: Config) -> PackedSets:
+def packed_mixed_set(
+    mixed: Any, tokenizer: WhisperTokenizer, config: Config, max_tokens: int | None = None
+) -> PackedSets:
     """A mixed epoch (a data/mixing.py MixedDataset) as packed windows: each set's draw becomes
     windows as a single set's would, and each pass over a set drawn several times is packed
     on its own, so no window joins a pass's end to the next one's start or holds an utterance
@@ -431,7 +410,9 @@ def packed_mixed_set(mixed: Any, tokenizer: WhisperTokenizer, config: Config) ->
         for passed in np.split(rows, np.flatnonzero(np.diff(rows) <= 0) + 1):
             if len(passed):
                 utterances = part.utterances.take(passed)
-                parts.append(packed_training_set(utterances, tokenizer, config, len(parts)))
+                parts.append(
+                    packed_training_set(utterances, tokenizer, config, len(parts), max_tokens)
+                )
     return PackedSets(parts)
 
 

@@ -19,7 +19,7 @@ from pefty_whisper.demo.corpus import generate_sample_corpus
 from pefty_whisper.demo.english import ENGLISH_SET, write_english_set
 from pefty_whisper.demo.sentences import SampleCorpusSpec
 from pefty_whisper.files import atomic_write_text
-from pefty_whisper.workspace import BASE_LABEL, CONFIG_FILE, Workspace
+from pefty_whisper.workspace import BASE_LABEL, CONFIG_FILE, EvalLabel, Workspace
 
 CORPUS_DIR = "sample_kspon"
 ENGLISH_DIR = "sample_english"  # 20 English sentences: what the Korean rounds make it forget
@@ -101,7 +101,7 @@ def _evaluations(model: str, label: str, note: str = "") -> list[Step]:
     return [
         Step(
             ("evaluate", "--set", EVAL_SET, "--model", model),
-            done=lambda ws: ws.eval_json(label, EVAL_SET).is_file(),
+            done=lambda ws: ws.eval_json(EvalLabel(label, EVAL_SET)).is_file(),
             note=note,
         ),
         Step(
@@ -115,7 +115,7 @@ def _evaluations(model: str, label: str, note: str = "") -> list[Step]:
                 "en",
                 "--no-longform",
             ),  # fmt: skip
-            done=lambda ws: ws.eval_json(label, ENGLISH_SET, "lang-en").is_file(),
+            done=lambda ws: ws.eval_json(EvalLabel(label, ENGLISH_SET, language="en")).is_file(),
             note="other language: English WER, to see what the rounds forget",
         ),
     ]

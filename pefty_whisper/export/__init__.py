@@ -62,12 +62,11 @@ def export_model(
 ) -> ExportReport:
     """Export a workspace's model (default: the latest merged round) and check it against
     PyTorch, probing with the config's decoding settings (config.decode, model.context)."""
-    from pefty_whisper.evaluate import resolve_target
     from pefty_whisper.inference import TranscriberOptions
 
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}: use ct2 or onnx")
-    target = resolve_target(workspace, config, model)
+    target = workspace.model_target(config, model)
     if target.adapter_dir is not None:
         raise ModelError(
             f"{target.model_dir} holds a LoRA adapter, not a model: run `pefty merge` first"

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pefty_whisper.errors import ModelError
-from pefty_whisper.inference.model_dir import detect_backend, load_feature_extractor
-from pefty_whisper.whisper_files import write_preprocessor_config
+from pefty_whisper.whisper.model_dir import ModelDir
+from pefty_whisper.whisper.processor import load_feature_extractor, write_preprocessor_config
 
 __all__ = ["EXPORT_EXTRA_HINT", "check_source", "require_export_extra", "write_processor_files"]
 
@@ -31,7 +31,7 @@ def require_export_extra(*modules: str, purpose: str) -> None:
 
 def check_source(model_dir: Path, out_dir: Path, force: bool) -> dict[str, Any]:
     """Refuse what cannot be exported, before any work; returns the model's config.json."""
-    backend = detect_backend(model_dir)  # adapter and non-model dirs fail here, with the way out
+    backend = ModelDir(model_dir).backend  # adapter and non-model dirs fail here, with the way out
     if backend != "torch":
         raise ModelError(
             f"{model_dir} is already a {backend} export: export from the merged transformers "

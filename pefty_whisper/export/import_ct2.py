@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pefty_whisper.errors import ModelError
-from pefty_whisper.export.ct2_file import Ct2ModelFile
 from pefty_whisper.files import atomic_directory
-from pefty_whisper.whisper_files import (
+from pefty_whisper.whisper.ct2_file import Ct2ModelFile
+from pefty_whisper.whisper.processor import (
     WhisperDims,
     build_generation_config,
     build_processor,

@@ -27,12 +27,8 @@ from pefty_whisper.export.parity import (
 )
 from pefty_whisper.files import atomic_directory
 from pefty_whisper.inference import TranscriberOptions
-from pefty_whisper.inference.model_dir import (
-    ONNX_DECODER,
-    ONNX_DECODER_WITH_PAST,
-    ONNX_ENCODER,
-    load_feature_extractor,
-)
+from pefty_whisper.whisper.model_dir import ONNX_DECODER, ONNX_DECODER_WITH_PAST, ONNX_ENCODER
+from pefty_whisper.whisper.processor import load_feature_extractor
 
 if TYPE_CHECKING:
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration

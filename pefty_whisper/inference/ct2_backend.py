@@ -1,18 +1,22 @@
-"""The CTranslate2 engine: `ctranslate2.models.Whisper`, the runtime faster-whisper is built on."""
+"""The CTranslate2 engine: `ctranslate2.models.Whisper`, the runtime faster-whisper is built on;
+long recordings by faster-whisper's own `transcribe` over the same loaded model."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pefty_whisper.errors import ModelError
+from pefty_whisper.inference.engine import LongformRequest, ModelFiles
+from pefty_whisper.inference.longform import FilePlan, fallback, temperatures
+from pefty_whisper.inference.results import Segment
 
 if TYPE_CHECKING:
-    from pefty_whisper.inference import TranscriberOptions
-    from pefty_whisper.inference.model_dir import DecodingSpec
+    from pefty_whisper.inference.options import TranscriberOptions
 
 __all__ = ["Ct2Engine"]
 
@@ -20,8 +24,14 @@ logger = logging.getLogger(__name__)
 
 
 class Ct2Engine:
-    def __init__(self, model_dir: Path, options: TranscriberOptions, spec: DecodingSpec) -> None:
+    sequential_decoder = "faster-whisper"
+    full_context_only = False
+
+    def __init__(self, files: ModelFiles, options: TranscriberOptions) -> None:
         import ctranslate2
+
+        model_dir = files.model_dir
+        self.files, self.tokens, self.options = files, files.tokens, options
 
         self.device = options.device
         if self.device == "auto":
@@ -51,7 +61,6 @@ class Ct2Engine:
             except (RuntimeError, ValueError) as cpu_exc:
                 raise ModelError(f"{model_dir}: CTranslate2 cannot load it ({cpu_exc})") from exc
         self.compute_type = compute_type
-        self.beam_size = options.beam_size
 
     def _load(self, model_dir: Path, compute_type: str, num_threads: int) -> None:
         import ctranslate2
@@ -104,11 +113,71 @@ class Ct2Engine:
         results = self.model.generate(
             encoded,
             prompts,
-            beam_size=self.beam_size,
+            beam_size=self.options.beam_size,
             max_length=2 * max_new_tokens,
             return_scores=False,
         )
         return [list(result.sequences_ids[0]) for result in results]
+
+    # -- long recordings ----------------------------------------------------------------------
+
+    def predicts_timestamps(self, audio: np.ndarray) -> bool:
+        # faster-whisper decides per window and falls back by itself: always sequential.
+        return True
+
+    def decode_sequential(
+        self, audios: Sequence[np.ndarray], plans: Sequence[FilePlan], request: LongformRequest
+    ) -> list[list[Segment]]:
+        return [
+            self._faster_whisper(audio, plan, request)
+            for audio, plan in zip(audios, plans, strict=True)
+        ]
+
+    def _faster_whisper(
+        self, audio: np.ndarray, plan: FilePlan, request: LongformRequest
+    ) -> list[Segment]:
+        from faster_whisper.vad import VadOptions
+
+        options = self.options
+        if self.whisper is None:  # faster-whisper's WhisperModel over the same model
+            raise ModelError(
+                f"{self.files.model_dir}: sequential decoding of a CTranslate2 model needs "
+                "faster-whisper and the export's tokenizer.json; or use decode.longform=chunked"
+            )
+        conditioned = options.condition_on_previous_text or request.prompt is not None
+        # faster-whisper refuses prompt + max_new_tokens beyond 448; a previous-text prompt
+        # takes up to half of the decoder's positions.
+        room = self.tokens.max_target_positions // (2 if conditioned else 1) - 4
+        segments, _ = self.whisper.transcribe(
+            audio,
+            language=request.language or self.tokens.language,
+            task=self.tokens.task,
+            beam_size=options.beam_size,
+            best_of=options.beam_size,
+            temperature=list(temperatures(request.temperature, fallback(options))),
+            compression_ratio_threshold=options.compression_ratio_threshold,
+            log_prob_threshold=options.log_prob_threshold,
+            no_speech_threshold=options.no_speech_threshold,
+            condition_on_previous_text=options.condition_on_previous_text,
+            initial_prompt=request.prompt,
+            without_timestamps=False,
+            max_new_tokens=min(options.max_new_tokens, room),
+            vad_filter=plan.regions is not None,
+            vad_parameters=VadOptions(min_silence_duration_ms=160, speech_pad_ms=400),
+        )
+        return [
+            Segment(
+                s.start,
+                s.end,
+                s.text.strip(),
+                avg_logprob=s.avg_logprob,
+                no_speech_prob=s.no_speech_prob,
+                compression_ratio=s.compression_ratio,
+                temperature=s.temperature,
+            )
+            for s in segments
+            if s.text.strip()
+        ]
 
 
 def _has_faster_whisper() -> bool:

@@ -1,34 +1,61 @@
 """The protocol every backend answers, so the Transcriber never asks which one it holds.
 
-An engine encodes a batch of log-mel features, detects the spoken language of each row, and
-generates from per-row prompts. Backends live in one module each and import their library
-(torch, ctranslate2, onnxruntime) only when one is built.
+An engine encodes a batch of log-mel features, detects the spoken language of each row,
+generates from per-row prompts, and, where its library has one, decodes whole recordings by
+timestamps (transformers' long-form generate, faster-whisper's transcribe). Backends live in
+one module each; the Transcriber imports a backend's module (and so its library: torch,
+ctranslate2, onnxruntime) only when it loads one.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pefty_whisper.errors import ModelError
-
 if TYPE_CHECKING:
     import numpy as np
+    from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
-    from pefty_whisper.inference import TranscriberOptions
-    from pefty_whisper.inference.model_dir import Backend, DecodingSpec
+    from pefty_whisper.inference.longform import FilePlan
+    from pefty_whisper.inference.results import Segment
+    from pefty_whisper.whisper.tokens import WhisperTokens
 
-__all__ = ["Engine", "load_engine", "until_eos"]
+__all__ = ["Engine", "LongformRequest", "ModelFiles"]
 
-# The library each optional backend runs on, installed by the [export] extra.
-_OPTIONAL_LIBRARY = {"ct2": "ctranslate2", "onnx": "onnxruntime"}
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What every backend decodes with, loaded once by the Transcriber: the same tokens,
+    tokenizer and feature extractor whichever library runs the weights."""
+
+    model_dir: Path
+    tokens: WhisperTokens
+    tokenizer: WhisperTokenizer
+    feature_extractor: WhisperFeatureExtractor
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(tokens), skip_special_tokens=True).strip()
+
+
+@dataclass(frozen=True)
+class LongformRequest:
+    """One call's wishes for sequential decoding (a server request may differ from the next)."""
+
+    language: str | None  # None: the model's
+    prompt: str | None  # Whisper's previous-text prompt
+    temperature: float  # the first of the fallback schedule
 
 
 class Engine(Protocol):
     model: Any  # the loaded model object(s); the same object for the Transcriber's lifetime
     device: str  # where it runs: "cpu", "cuda", ...
+    # The library that decodes whole recordings by timestamps ("transformers", "faster-whisper");
+    # None where the backend has none (ONNX: chunked decoding only).
+    sequential_decoder: str | None
+    # Whether the encoder takes only Whisper's 30 s input (the ONNX export is traced at it).
+    full_context_only: bool
 
     def encode(self, features: np.ndarray) -> Any:
         """The encoder output for a batch of features, kept in the engine's own form."""
@@ -44,31 +71,14 @@ class Engine(Protocol):
         """New tokens per row (no prompt, no end-of-text), at most max_new_tokens each."""
         ...
 
+    def predicts_timestamps(self, audio: np.ndarray) -> bool:
+        """Whether the model, left to choose, starts a transcript with a timestamp: a model
+        fine-tuned without timestamps has unlearnt them and is decoded chunked instead."""
+        ...
 
-def load_engine(
-    backend: Backend, model_dir: Path, options: TranscriberOptions, spec: DecodingSpec
-) -> Engine:
-    """The engine for `backend`; only that backend's library is imported."""
-    library = _OPTIONAL_LIBRARY.get(backend)
-    if library is not None and importlib.util.find_spec(library) is None:
-        raise ModelError(
-            f"{model_dir} is a {backend} model, which needs {library}: "
-            "pip install 'pefty-whisper[export]'"
-        )
-    if backend == "ct2":
-        from pefty_whisper.inference.ct2_backend import Ct2Engine
-
-        return Ct2Engine(model_dir, options, spec)
-    if backend == "onnx":
-        from pefty_whisper.inference.onnx_backend import OnnxEngine
-
-        return OnnxEngine(model_dir, options, spec)
-    from pefty_whisper.inference.torch_backend import TorchEngine
-
-    return TorchEngine(model_dir, options, spec)
-
-
-def until_eos(tokens: Sequence[int], eos: int) -> list[int]:
-    """Generated tokens without the end-of-text token and the padding after it."""
-    tokens = [int(t) for t in tokens]
-    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+    def decode_sequential(
+        self, audios: Sequence[np.ndarray], plans: Sequence[FilePlan], request: LongformRequest
+    ) -> list[list[Segment]]:
+        """Whole recordings decoded by timestamps, with the library's hallucination guards;
+        with VAD regions in a plan, only the speech is decoded and times map back."""
+        ...

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from pefty_whisper.inference import Transcription
+    from pefty_whisper.inference.results import Transcription
 
 __all__ = [
     "OUTPUT_FORMATS",

@@ -5,7 +5,8 @@ Two paths, both run by the libraries made for them:
 - sequential: Whisper's own long-form decoding by timestamp tokens, with its hallucination guards
   (temperature fallback on compression ratio and log-probability, the no-speech threshold):
   faster-whisper's `WhisperModel.transcribe` for a CTranslate2 export (its Silero VAD as
-  `vad_filter`), transformers' long-form `generate(return_timestamps=True)` for a checkpoint.
+  `vad_filter`), transformers' long-form `generate(return_timestamps=True)` for a checkpoint;
+  each engine runs its own (Engine.decode_sequential), this module plans what it decodes.
 - chunked: Silero VAD regions merged into chunks of at most 30 s, cut in the pauses, each chunk
   decoded with `<|notimestamps|>` by the Transcriber's batch path, so chunks of many files (or
   many server requests) share batches, as faster-whisper's BatchedInferencePipeline does for one
@@ -18,32 +19,31 @@ the time range: a dropped sentence is reported, not silently lost.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from pefty_whisper.data.audio import SAMPLE_RATE
-from pefty_whisper.errors import ConfigError, ModelError
+from pefty_whisper.errors import ModelError
+from pefty_whisper.inference.results import Segment
 
 if TYPE_CHECKING:
-    from pefty_whisper.inference import Segment, Transcriber
+    from pefty_whisper.inference.options import TranscriberOptions
 
 __all__ = [
     "COVERAGE_MIN_S",
     "FilePlan",
     "chunk_spans",
     "decode_chunked",
-    "decode_sequential",
     "monotonic",
     "plan_file",
-    "predicts_timestamps",
     "speech_regions",
+    "temperatures",
     "uncovered_speech",
     "window_spans",
 ]
@@ -186,20 +186,19 @@ def plan_file(
 
 
 def decode_chunked(
-    transcriber: Transcriber,
+    transcribe_batch: Callable[..., list[str]],
     audios: Sequence[np.ndarray],
     plans: Sequence[FilePlan],
     language: str | None,
 ) -> list[list[Segment]]:
-    """One segment per chunk; the chunks of all files decoded together in batches."""
-    from pefty_whisper.inference import Segment
-
+    """One segment per chunk; the chunks of all files decoded together in batches by
+    `transcribe_batch` (the Transcriber's batch path, any backend)."""
     pieces, owners = [], []
     for index, (audio, plan) in enumerate(zip(audios, plans, strict=True)):
         for start, end in plan.spans:
             pieces.append(audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)])
             owners.append((index, start, end))
-    texts = transcriber.transcribe_batch(pieces, language=language) if pieces else []
+    texts = transcribe_batch(pieces, language=language) if pieces else []
     results: list[list[Segment]] = [[] for _ in audios]
     for (index, start, end), text in zip(owners, texts, strict=True):
         if text:
@@ -208,7 +207,7 @@ def decode_chunked(
 
 
 # --------------------------------------------------------------------------------------------
-# The sequential path: the libraries' own long-form decoding
+# The sequential path's schedule, shared by the backends' long-form decoders
 # --------------------------------------------------------------------------------------------
 
 
@@ -220,222 +219,6 @@ def temperatures(first: float, fallback: bool) -> tuple[float, ...]:
     return tuple(t for t in steps if t <= 1.0) or (first,)
 
 
-def decode_sequential(
-    transcriber: Transcriber,
-    audios: Sequence[np.ndarray],
-    plans: Sequence[FilePlan],
-    language: str | None,
-    prompt: str | None,
-    temperature: float,
-) -> list[list[Segment]]:
-    """Timestamp decoding by faster-whisper (ct2) or transformers' generate (torch)."""
-    if transcriber.backend == "ct2":
-        return [
-            _faster_whisper(transcriber, audio, plan, language, prompt, temperature)
-            for audio, plan in zip(audios, plans, strict=True)
-        ]
-    if transcriber.backend == "torch":
-        return _transformers_long_form(transcriber, audios, plans, language, prompt, temperature)
-    raise ConfigError(
-        f"{transcriber.backend}: no sequential timestamp decoding; use decode.longform=chunked"
-    )
-
-
-def _faster_whisper(
-    transcriber: Transcriber,
-    audio: np.ndarray,
-    plan: FilePlan,
-    language: str | None,
-    prompt: str | None,
-    temperature: float,
-) -> list[Segment]:
-    from faster_whisper.vad import VadOptions
-
-    from pefty_whisper.inference import Segment
-
-    options = transcriber.options
-    whisper = transcriber.engine.whisper  # faster-whisper's WhisperModel over the same model
-    if whisper is None:
-        raise ModelError(
-            f"{transcriber.model_dir}: sequential decoding of a CTranslate2 model needs "
-            "faster-whisper and the export's tokenizer.json; or use decode.longform=chunked"
-        )
-    conditioned = options.condition_on_previous_text or prompt is not None
-    # faster-whisper refuses prompt + max_new_tokens beyond 448; a previous-text prompt takes
-    # up to half of the decoder's positions.
-    room = transcriber.spec.max_target_positions // (2 if conditioned else 1) - 4
-    segments, _ = whisper.transcribe(
-        audio,
-        language=language or transcriber.language,
-        task=transcriber.spec.task,
-        beam_size=options.beam_size,
-        best_of=options.beam_size,
-        temperature=list(temperatures(temperature, _fallback(options))),
-        compression_ratio_threshold=options.compression_ratio_threshold,
-        log_prob_threshold=options.log_prob_threshold,
-        no_speech_threshold=options.no_speech_threshold,
-        condition_on_previous_text=options.condition_on_previous_text,
-        initial_prompt=prompt,
-        without_timestamps=False,
-        max_new_tokens=min(options.max_new_tokens, room),
-        vad_filter=plan.regions is not None,
-        vad_parameters=VadOptions(min_silence_duration_ms=160, speech_pad_ms=400),
-    )
-    return [
-        Segment(
-            s.start,
-            s.end,
-            s.text.strip(),
-            avg_logprob=s.avg_logprob,
-            no_speech_prob=s.no_speech_prob,
-            compression_ratio=s.compression_ratio,
-            temperature=s.temperature,
-        )
-        for s in segments
-        if s.text.strip()
-    ]
-
-
-def _fallback(options: Any) -> bool:
+def fallback(options: TranscriberOptions) -> bool:
+    """Whether a failed guard (compression ratio, log-probability) retries hotter."""
     return options.compression_ratio_threshold is not None or options.log_prob_threshold is not None
-
-
-def _transformers_long_form(
-    transcriber: Transcriber,
-    audios: Sequence[np.ndarray],
-    plans: Sequence[FilePlan],
-    language: str | None,
-    prompt: str | None,
-    temperature: float,
-) -> list[list[Segment]]:
-    """transformers' sequential long-form generate on the whole files, batched; with VAD, on the
-    speech regions joined (as faster-whisper's vad_filter does), times mapped back after."""
-    import torch
-
-    from pefty_whisper.inference import Segment
-
-    engine, options = transcriber.engine, transcriber.options
-    inputs, maps = [], []
-    for audio, plan in zip(audios, plans, strict=True):
-        if plan.regions is None:
-            inputs.append(audio)
-            maps.append(None)
-            continue
-        # Regions exist only where the VAD ran, i.e. where faster-whisper (an extra) is installed.
-        from faster_whisper.vad import SpeechTimestampsMap
-
-        samples = [
-            {"start": round(s * SAMPLE_RATE), "end": round(e * SAMPLE_RATE)}
-            for s, e in plan.regions
-        ]
-        joined = [audio[c["start"] : c["end"]] for c in samples]
-        inputs.append(np.concatenate(joined) if joined else np.zeros(0, np.float32))
-        maps.append(SpeechTimestampsMap(samples, SAMPLE_RATE) if samples else None)
-    keep = [i for i, x in enumerate(inputs) if len(x) > 0]
-    results: list[list[Segment]] = [[] for _ in audios]
-    if not keep:
-        return results
-    features = transcriber.feature_extractor(
-        [inputs[i] for i in keep],
-        sampling_rate=SAMPLE_RATE,
-        return_tensors="pt",
-        truncation=False,
-        padding="longest",
-        return_attention_mask=True,
-    )
-    if features.input_features.shape[-1] < transcriber.feature_extractor.nb_max_frames:
-        # Short files: one 30 s window each, as the model was trained.
-        features = transcriber.feature_extractor(
-            [inputs[i] for i in keep],
-            sampling_rate=SAMPLE_RATE,
-            return_tensors="pt",
-            return_attention_mask=True,
-        )
-    config = copy.deepcopy(engine.model.generation_config)
-    config.max_length = None
-    config.max_new_tokens = min(options.max_new_tokens, transcriber.spec.max_target_positions // 2)
-    config.num_beams = options.beam_size
-    config.return_timestamps = True
-    if transcriber.spec.multilingual:
-        config.language = language or transcriber.language
-        config.task = transcriber.spec.task
-    kwargs: dict[str, Any] = {}
-    if prompt:
-        ids = transcriber.tokenizer.get_prompt_ids(prompt, return_tensors="pt")
-        kwargs["prompt_ids"] = ids.to(engine.device)
-    temps = temperatures(temperature, _fallback(options))
-    with torch.inference_mode():
-        output = engine.model.generate(
-            features.input_features.to(engine.device, engine.dtype),
-            attention_mask=features.attention_mask.to(engine.device),
-            generation_config=config,
-            return_segments=True,
-            condition_on_prev_tokens=options.condition_on_previous_text,
-            compression_ratio_threshold=options.compression_ratio_threshold,
-            logprob_threshold=options.log_prob_threshold,
-            # transformers' no-speech check needs the log-probability one (it fails without).
-            no_speech_threshold=options.no_speech_threshold
-            if options.log_prob_threshold is not None
-            else None,
-            temperature=temps if len(temps) > 1 else temps[0],
-            do_sample=False,
-            **kwargs,
-        )
-    for row, index in enumerate(keep):
-        for segment in _hf_segments(output, row):
-            text = transcriber.detokenize(segment["tokens"].tolist())
-            if not text:
-                continue
-            start, end = float(segment["start"]), float(segment["end"])
-            if maps[index] is not None:
-                joined_s = len(inputs[index]) / SAMPLE_RATE
-                start, end = min(start, joined_s), min(end, joined_s)
-                start = maps[index].get_original_time(start)
-                end = maps[index].get_original_time(end, is_end=True)
-            results[index].append(Segment(round(start, 3), round(end, 3), text))
-    return results
-
-
-def _hf_segments(output: Any, row: int) -> list[dict[str, Any]]:
-    if isinstance(output, dict) and "segments" in output:
-        return list(output["segments"][row])
-    return []
-
-
-def predicts_timestamps(transcriber: Transcriber, audio: np.ndarray) -> bool:
-    """Whether the model, left to choose after `<|lang|><|task|>`, starts with a timestamp
-    rather than `<|notimestamps|>`: a model fine-tuned without timestamps has unlearnt them."""
-    return timestamp_margin(transcriber, audio) > 0
-
-
-def timestamp_margin(transcriber: Transcriber, audio: np.ndarray) -> float:
-    """log p(any timestamp) - log p(<|notimestamps|>) for the first token after the prompt."""
-    import torch
-
-    engine = transcriber.engine
-    window = audio[: transcriber.window_samples]
-    features = transcriber.feature_extractor(
-        window, sampling_rate=SAMPLE_RATE, return_tensors="pt"
-    ).input_features
-    prompt = transcriber.prompt_ids()[:-1]  # without <|notimestamps|>
-    no_timestamps = transcriber.prompt_ids()[-1]
-    with torch.inference_mode():
-        logits = (
-            engine.model(
-                input_features=features.to(engine.device, engine.dtype),
-                decoder_input_ids=torch.tensor([prompt], device=engine.device),
-            )
-            .logits[0, -1]
-            .float()
-        )
-    logprobs = torch.log_softmax(logits, dim=-1)
-    timestamp = torch.logsumexp(logprobs[no_timestamps + 1 :], dim=-1)
-    margin = float(timestamp - logprobs[no_timestamps])
-    logger.info(
-        "%s %s timestamps (log p: timestamps %.2f, <|notimestamps|> %.2f)",
-        transcriber.model_dir,
-        "predicts" if margin > 0 else "does not predict",
-        float(timestamp),
-        float(logprobs[no_timestamps]),
-    )
-    return margin

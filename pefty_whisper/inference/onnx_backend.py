@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pefty_whisper.errors import ConfigError, ModelError
-from pefty_whisper.inference.engine import until_eos
-from pefty_whisper.inference.model_dir import ONNX_DECODER, ONNX_DECODER_WITH_PAST, ONNX_ENCODER
+from pefty_whisper.inference.engine import LongformRequest, ModelFiles
+from pefty_whisper.inference.longform import FilePlan
+from pefty_whisper.inference.results import Segment
+from pefty_whisper.whisper.model_dir import ONNX_DECODER, ONNX_DECODER_WITH_PAST, ONNX_ENCODER
 
 if TYPE_CHECKING:
-    from pefty_whisper.inference import TranscriberOptions
-    from pefty_whisper.inference.model_dir import DecodingSpec
+    from collections.abc import Sequence
+
+    from pefty_whisper.inference.options import TranscriberOptions
 
 __all__ = ["OnnxEngine"]
 
@@ -24,8 +27,15 @@ logger = logging.getLogger(__name__)
 class OnnxEngine:
     """onnxruntime sessions for the Optimum layout, with the greedy loop transformers runs."""
 
-    def __init__(self, model_dir: Path, options: TranscriberOptions, spec: DecodingSpec) -> None:
+    # No timestamp decoding (the greedy loop has no timestamp rules): long recordings chunked.
+    sequential_decoder = None
+    # The encoder is exported at Whisper's 30 s input.
+    full_context_only = True
+
+    def __init__(self, files: ModelFiles, options: TranscriberOptions) -> None:
         import onnxruntime
+
+        model_dir = files.model_dir
 
         if options.beam_size != 1:
             raise ConfigError(
@@ -60,7 +70,7 @@ class OnnxEngine:
         with_past = model_dir / ONNX_DECODER_WITH_PAST
         self.decoder_with_past = session(ONNX_DECODER_WITH_PAST) if with_past.is_file() else None
         self.model = (self.encoder, self.decoder, self.decoder_with_past)
-        self.spec = spec
+        self.tokens = files.tokens
         self._decoder_inputs = {i.name for i in self.decoder.get_inputs()}
         self._decoder_outputs = [o.name for o in self.decoder.get_outputs()]
         if self.decoder_with_past is not None:
@@ -77,15 +87,15 @@ class OnnxEngine:
 
     def detect_languages(self, encoded: np.ndarray) -> list[str]:
         # As transformers does: one decoder step on SOT, argmax over the language tokens.
-        codes, ids = list(self.spec.languages), list(self.spec.languages.values())
-        sot = np.full((encoded.shape[0], 1), self.spec.sot_token_id, dtype=np.int64)
+        codes, ids = list(self.tokens.languages), list(self.tokens.languages.values())
+        sot = np.full((encoded.shape[0], 1), self.tokens.sot, dtype=np.int64)
         scores = self.logits(encoded, sot)[:, -1, :][:, ids]
         return [codes[i] for i in scores.argmax(axis=-1)]
 
     def generate(
         self, encoded: np.ndarray, prompts: list[list[int]], max_new_tokens: int
     ) -> list[list[int]]:
-        eos = self.spec.eos_token_id
+        eos = self.tokens.eot
         input_ids = np.asarray(prompts, dtype=np.int64)
         finished = np.zeros(len(prompts), dtype=bool)
         outputs = self.decoder.run(
@@ -112,16 +122,27 @@ class OnnxEngine:
         if not generated:
             return [[] for _ in prompts]
         tokens = np.stack(generated, axis=1)
-        return [until_eos(row, eos) for row in tokens.tolist()]
+        return [self.tokens.until_eos(row) for row in tokens.tolist()]
+
+    def predicts_timestamps(self, audio: np.ndarray) -> bool:
+        return False
+
+    def decode_sequential(
+        self, audios: Sequence[np.ndarray], plans: Sequence[FilePlan], request: LongformRequest
+    ) -> list[list[Segment]]:
+        raise ConfigError(
+            "decode.longform=sequential: the onnx backend has no timestamp decoding; "
+            "use chunked (or auto), or a ct2 or torch model"
+        )
 
     def _pick(self, logits: np.ndarray, first: bool) -> np.ndarray:
         # The logits processors transformers' Whisper generate applies in greedy decoding:
         # suppress_tokens always, begin_suppress_tokens at the first generated position.
         scores = logits.astype(np.float32, copy=True)
-        if self.spec.suppress_tokens:
-            scores[:, list(self.spec.suppress_tokens)] = -np.inf
-        if first and self.spec.begin_suppress_tokens:
-            scores[:, list(self.spec.begin_suppress_tokens)] = -np.inf
+        if self.tokens.suppress_tokens:
+            scores[:, list(self.tokens.suppress_tokens)] = -np.inf
+        if first and self.tokens.begin_suppress_tokens:
+            scores[:, list(self.tokens.begin_suppress_tokens)] = -np.inf
         return scores.argmax(axis=-1).astype(np.int64)
 
     @staticmethod

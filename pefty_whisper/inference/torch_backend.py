@@ -1,23 +1,26 @@
-"""The PyTorch engine: a transformers checkpoint, decoded by transformers' Whisper `generate`."""
+"""The PyTorch engine: a transformers checkpoint, decoded by transformers' Whisper `generate`,
+long recordings by its sequential long-form generate."""
 
 from __future__ import annotations
 
 import copy
 import logging
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pefty_whisper.context import allow_short_context
+from pefty_whisper.data.audio import SAMPLE_RATE
 from pefty_whisper.errors import ConfigError
-from pefty_whisper.inference.engine import until_eos
+from pefty_whisper.inference.engine import LongformRequest, ModelFiles
+from pefty_whisper.inference.longform import FilePlan, fallback, temperatures
+from pefty_whisper.inference.results import Segment
+from pefty_whisper.whisper.context import allow_short_context
 
 if TYPE_CHECKING:
     from transformers import GenerationConfig
 
-    from pefty_whisper.inference import TranscriberOptions
-    from pefty_whisper.inference.model_dir import DecodingSpec
+    from pefty_whisper.inference.options import TranscriberOptions
 
 __all__ = ["TorchEngine"]
 
@@ -25,7 +28,10 @@ logger = logging.getLogger(__name__)
 
 
 class TorchEngine:
-    def __init__(self, model_dir: Path, options: TranscriberOptions, spec: DecodingSpec) -> None:
+    sequential_decoder = "transformers"
+    full_context_only = False
+
+    def __init__(self, files: ModelFiles, options: TranscriberOptions) -> None:
         import torch
         from transformers import WhisperForConditionalGeneration
 
@@ -33,12 +39,13 @@ class TorchEngine:
         dtype = _torch_dtype(options.compute_type, self.device)
         if options.num_threads > 0:
             torch.set_num_threads(options.num_threads)  # process-wide: torch has no per-model knob
-        self.model = WhisperForConditionalGeneration.from_pretrained(model_dir, dtype=dtype)
+        self.model = WhisperForConditionalGeneration.from_pretrained(files.model_dir, dtype=dtype)
         self.model.to(self.device).eval()
         allow_short_context(self.model)
         self.dtype = dtype
-        self.spec = spec
-        self.beam_size = options.beam_size
+        self.files = files
+        self.tokens = files.tokens
+        self.options = options
 
     def encode(self, features: np.ndarray) -> Any:
         import torch
@@ -53,9 +60,7 @@ class TorchEngine:
         # decodes exactly the tokens generate() would have found by itself.
         import torch
 
-        config = copy.deepcopy(self.model.generation_config)
-        if not getattr(config, "lang_to_id", None):
-            config.lang_to_id = {f"<|{code}|>": i for code, i in self.spec.languages.items()}
+        config = self._with_languages(copy.deepcopy(self.model.generation_config))
         with torch.inference_mode():
             ids = self.model.detect_language(encoder_outputs=encoded, generation_config=config)
         codes = {i: token[2:-2] for token, i in config.lang_to_id.items()}
@@ -67,39 +72,174 @@ class TorchEngine:
         import torch
 
         config = self._generation_config(max_new_tokens)
-        if self.spec.multilingual:
+        if self.tokens.multilingual:
             # The prompt is the generation config's language and task, as in training; no
             # decoder_input_ids, which would teacher-force. Without a configured language the
             # prompts carry the languages detect_languages found, one per row.
-            config.language = self._prompt_languages(config, prompts) or self.spec.language
-            config.task = self.spec.task
+            config.language = self._prompt_languages(prompts) or self.tokens.language
+            config.task = self.tokens.task
         with torch.inference_mode():
             output = self.model.generate(encoder_outputs=encoded, generation_config=config)
         # transformers 5 returns the new tokens only (no prompt), padded with end-of-text.
         sequences = output.sequences if hasattr(output, "sequences") else output
-        return [until_eos(row, self.spec.eos_token_id) for row in sequences.tolist()]
+        return [self.tokens.until_eos(row) for row in sequences.tolist()]
 
     def _generation_config(self, max_new_tokens: int) -> GenerationConfig:
-        config = copy.deepcopy(self.model.generation_config)  # generate() edits the one it gets
+        config = self._with_languages(copy.deepcopy(self.model.generation_config))
         # Whisper's generate adds the prompt length to max_length, so this allows exactly
         # max_new_tokens new tokens; setting max_new_tokens itself warns on every call that it
         # overrides the checkpoint's max_length.
         config.max_new_tokens = None
         config.max_length = max_new_tokens
-        config.num_beams = self.beam_size
+        config.num_beams = self.options.beam_size
         config.do_sample = False
         config.return_timestamps = False
         return config
 
-    def _prompt_languages(
-        self, config: GenerationConfig, prompts: list[list[int]]
-    ) -> str | list[str] | None:
-        if not getattr(config, "lang_to_id", None):
-            return None  # generate() cannot take languages without lang_to_id: it decides
-        codes = {i: code for code, i in self.spec.languages.items()}
+    def _with_languages(self, config: GenerationConfig) -> GenerationConfig:
+        # generate() reads languages only from lang_to_id: give it the token table's, which a
+        # checkpoint without the table still has (read from its vocabulary).
+        if not getattr(config, "lang_to_id", None) and self.tokens.multilingual:
+            config.lang_to_id = {f"<|{code}|>": i for code, i in self.tokens.languages.items()}
+        return config
+
+    def _prompt_languages(self, prompts: list[list[int]]) -> str | list[str] | None:
+        codes = {i: code for code, i in self.tokens.languages.items()}
         languages = [codes[prompt[1]] for prompt in prompts]
         # One language for the batch is what generate() gets from the config: the same call.
         return languages[0] if len(set(languages)) == 1 else languages
+
+    # -- long recordings ----------------------------------------------------------------------
+
+    def predicts_timestamps(self, audio: np.ndarray) -> bool:
+        return self.timestamp_margin(audio) > 0
+
+    def timestamp_margin(self, audio: np.ndarray) -> float:
+        """log p(any timestamp) - log p(<|notimestamps|>) for the first token after the prompt."""
+        import torch
+
+        extractor = self.files.feature_extractor
+        window = audio[: int(extractor.n_samples)]
+        features = extractor(window, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        prefix = self.tokens.prefix()
+        no_timestamps = self.tokens.no_timestamps
+        with torch.inference_mode():
+            logits = (
+                self.model(
+                    input_features=features.to(self.device, self.dtype),
+                    decoder_input_ids=torch.tensor([prefix], device=self.device),
+                )
+                .logits[0, -1]
+                .float()
+            )
+        logprobs = torch.log_softmax(logits, dim=-1)
+        timestamp = torch.logsumexp(logprobs[self.tokens.first_timestamp :], dim=-1)
+        margin = float(timestamp - logprobs[no_timestamps])
+        logger.info(
+            "%s %s timestamps (log p: timestamps %.2f, <|notimestamps|> %.2f)",
+            self.files.model_dir,
+            "predicts" if margin > 0 else "does not predict",
+            float(timestamp),
+            float(logprobs[no_timestamps]),
+        )
+        return margin
+
+    def decode_sequential(
+        self, audios: Sequence[np.ndarray], plans: Sequence[FilePlan], request: LongformRequest
+    ) -> list[list[Segment]]:
+        """transformers' sequential long-form generate on the whole files, batched; with VAD,
+        on the speech regions joined (as faster-whisper's vad_filter does), times mapped back."""
+        import torch
+
+        options, extractor = self.options, self.files.feature_extractor
+        inputs, maps = [], []
+        for audio, plan in zip(audios, plans, strict=True):
+            joined, speech_map = _speech_only(audio, plan)
+            inputs.append(joined)
+            maps.append(speech_map)
+        keep = [i for i, x in enumerate(inputs) if len(x) > 0]
+        results: list[list[Segment]] = [[] for _ in audios]
+        if not keep:
+            return results
+        batch = [inputs[i] for i in keep]
+        features = extractor(
+            batch,
+            sampling_rate=SAMPLE_RATE,
+            return_tensors="pt",
+            truncation=False,
+            padding="longest",
+            return_attention_mask=True,
+        )
+        if features.input_features.shape[-1] < extractor.nb_max_frames:
+            # Short files: one 30 s window each, as the model was trained.
+            features = extractor(
+                batch, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True
+            )
+        config = self._with_languages(copy.deepcopy(self.model.generation_config))
+        config.max_length = None
+        config.max_new_tokens = min(options.max_new_tokens, self.tokens.max_target_positions // 2)
+        config.num_beams = options.beam_size
+        config.return_timestamps = True
+        if self.tokens.multilingual:
+            config.language = request.language or self.tokens.language
+            config.task = self.tokens.task
+        kwargs: dict[str, Any] = {}
+        if request.prompt:
+            ids = self.files.tokenizer.get_prompt_ids(request.prompt, return_tensors="pt")
+            kwargs["prompt_ids"] = ids.to(self.device)
+        temps = temperatures(request.temperature, fallback(options))
+        with torch.inference_mode():
+            output = self.model.generate(
+                features.input_features.to(self.device, self.dtype),
+                attention_mask=features.attention_mask.to(self.device),
+                generation_config=config,
+                return_segments=True,
+                condition_on_prev_tokens=options.condition_on_previous_text,
+                compression_ratio_threshold=options.compression_ratio_threshold,
+                logprob_threshold=options.log_prob_threshold,
+                # transformers' no-speech check needs the log-probability one (it fails without).
+                no_speech_threshold=options.no_speech_threshold
+                if options.log_prob_threshold is not None
+                else None,
+                temperature=temps if len(temps) > 1 else temps[0],
+                do_sample=False,
+                **kwargs,
+            )
+        for row, index in enumerate(keep):
+            for segment in _hf_segments(output, row):
+                text = self.files.detokenize(segment["tokens"].tolist())
+                if not text:
+                    continue
+                start, end = float(segment["start"]), float(segment["end"])
+                if maps[index] is not None:
+                    joined_s = len(inputs[index]) / SAMPLE_RATE
+                    start, end = min(start, joined_s), min(end, joined_s)
+                    start = maps[index].get_original_time(start)
+                    end = maps[index].get_original_time(end, is_end=True)
+                results[index].append(Segment(round(start, 3), round(end, 3), text))
+        return results
+
+
+def _speech_only(audio: np.ndarray, plan: FilePlan) -> tuple[np.ndarray, Any]:
+    """The file's VAD speech joined (or the whole file without VAD), and the map back."""
+    if plan.regions is None:
+        return audio, None
+    # Regions exist only where the VAD ran, i.e. where faster-whisper (an extra) is installed.
+    from faster_whisper.vad import SpeechTimestampsMap
+
+    samples = [
+        {"start": round(s * SAMPLE_RATE), "end": round(e * SAMPLE_RATE)} for s, e in plan.regions
+    ]
+    joined = [audio[c["start"] : c["end"]] for c in samples]
+    if not joined:
+        return np.zeros(0, np.float32), None
+    return np.concatenate(joined), SpeechTimestampsMap(samples, SAMPLE_RATE)
+
+
+def _hf_segments(output: Any, row: int) -> list[dict[str, Any]]:
+    if isinstance(output, dict) and "segments" in output:
+        return list(output["segments"][row])
+    return []
 
 
 def _device(device: str) -> str:

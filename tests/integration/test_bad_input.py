@@ -178,7 +178,11 @@ def test_import_ct2_of_a_model_with_aliased_tensors(tmp_path):
     from fixtures import TINY_DIMS, whisper_processor
     from transformers import WhisperForConditionalGeneration
 
-    from pefty_whisper.whisper_files import WhisperDims, whisper_config, write_preprocessor_config
+    from pefty_whisper.whisper.processor import (
+        WhisperDims,
+        whisper_config,
+        write_preprocessor_config,
+    )
 
     processor = whisper_processor()
     torch.manual_seed(0)
@@ -192,7 +196,7 @@ def test_import_ct2_of_a_model_with_aliased_tensors(tmp_path):
     ctranslate2.converters.TransformersConverter(
         str(source), copy_files=["tokenizer.json", "preprocessor_config.json"]
     ).convert(str(ct2_dir), quantization="float32")
-    from pefty_whisper.export.ct2_file import Ct2ModelFile
+    from pefty_whisper.whisper.ct2_file import Ct2ModelFile
 
     assert Ct2ModelFile(ct2_dir / "model.bin").aliases, "the converter aliased nothing"
     out = tmp_path / "imported"

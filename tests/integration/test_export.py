@@ -23,9 +23,9 @@ from pefty_whisper.export import (
     export_ct2,
     export_onnx,
 )
-from pefty_whisper.export.ct2_file import Ct2ModelFile
 from pefty_whisper.files import weights_hash
 from pefty_whisper.inference import Transcriber, TranscriberOptions
+from pefty_whisper.whisper.ct2_file import Ct2ModelFile
 from pefty_whisper.workspace import ExportRecord
 
 EXTRA = "pip install 'pefty-whisper[export]'"

@@ -27,9 +27,9 @@ from pefty_whisper.demo.weights import (
     offline_base_tokenizer_dir,
 )
 from pefty_whisper.errors import ModelError
-from pefty_whisper.export.ct2_file import Ct2ModelFile
 from pefty_whisper.export.import_ct2 import import_ct2, read_ct2_config
-from pefty_whisper.whisper_files import whisper_language_ids, whisper_suppress_tokens
+from pefty_whisper.whisper.ct2_file import Ct2ModelFile
+from pefty_whisper.whisper.tokens import tokenizer_language_ids, whisper_suppress_tokens
 
 KOREAN = "안녕하세요 오늘 날씨가 정말 좋네요"
 
@@ -214,7 +214,7 @@ def test_real_tokenizer_ids_and_derived_generation_lists() -> None:
     # The suppress and language lists derived from the tokenizer are openai's own.
     ct2_config = read_ct2_config(offline_base_tokenizer_dir())
     assert whisper_suppress_tokens(tokenizer) == ct2_config["suppress_ids"]
-    assert whisper_language_ids(tokenizer) == ct2_config["lang_ids"]
+    assert list(tokenizer_language_ids(tokenizer).values()) == ct2_config["lang_ids"]
 
 
 def espeak_16k(text: str, voice: str, path: Path) -> np.ndarray:

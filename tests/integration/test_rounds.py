@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from workspaces import SENTENCES, make_workspace, subprocess_env, write_manifest
 
 from pefty_whisper.cli import main
-from pefty_whisper.rounds import collect_rounds
+from pefty_whisper.evaluate.rounds_table import collect_rounds
 from pefty_whisper.workspace import MergeRecord, RoundRecord, Workspace
 
 SHORT_ROUND = ["-o", "train.max_steps=2", "-o", "train.eval_steps=2"]

@@ -25,11 +25,8 @@ from pefty_whisper.demo.weights import (
 from pefty_whisper.errors import ConfigError, DataError, ModelError
 from pefty_whisper.export import export_ct2, export_onnx
 from pefty_whisper.export.import_ct2 import import_ct2
-from pefty_whisper.inference import (
-    Transcriber,
-    TranscriberOptions,
-    detect_backend,
-)
+from pefty_whisper.inference import Transcriber, TranscriberOptions
+from pefty_whisper.whisper.model_dir import ModelDir
 from pefty_whisper.workspace import ExportRecord
 
 # Every backend is compared here: CTranslate2 and onnxruntime come with the [export] extra.
@@ -148,7 +145,7 @@ def test_pcm_wav_and_flac_give_the_same_transcript(
 
 def test_backend_is_detected_from_the_files(models: dict[str, Path]) -> None:
     for backend, directory in models.items():
-        assert detect_backend(directory) == backend
+        assert ModelDir(directory).kind == backend
     with pytest.raises(ModelError, match=r"is a torch model directory, not ct2"):
         Transcriber(models["torch"], replace(OPTIONS, backend="ct2"))
 
@@ -190,7 +187,7 @@ def test_errors_name_the_input_and_the_way_out(models: dict[str, Path], tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelError, match=r"empty is not a Whisper model directory.*model\.bin"):
-        detect_backend(empty)
+        ModelDir(empty).kind
     with pytest.raises(ModelError, match=r"missing: model directory not found"):
         Transcriber(tmp_path / "missing", OPTIONS)
     with pytest.raises(ConfigError, match=r"onnx backend decodes greedily only"):

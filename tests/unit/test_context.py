@@ -8,8 +8,8 @@ import torch
 from fixtures import tiny_whisper_config
 from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration
 
-from pefty_whisper.context import allow_short_context, context_samples
 from pefty_whisper.data.features import log_mel
+from pefty_whisper.whisper.context import allow_short_context, context_samples
 
 RATE = 16_000
 FULL = 30 * RATE

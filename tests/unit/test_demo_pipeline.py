@@ -13,7 +13,7 @@ from pefty_whisper.demo.pipeline import (
     demo_steps,
     write_demo_config,
 )
-from pefty_whisper.workspace import Workspace
+from pefty_whisper.workspace import EvalLabel, Workspace
 
 
 def _workspace(tmp_path: Path) -> Workspace:
@@ -41,7 +41,7 @@ def test_every_round_is_scored_on_eval_clean_and_in_english(tmp_path: Path) -> N
     # Done once its summary exists, under the label the rounds table reads.
     english_round2 = [s for s in steps if s.argv[:3] == ("evaluate", "--set", english)][-1]
     assert not english_round2.done(workspace)
-    summary = workspace.eval_json("round2", "eval_english", "lang-en")
+    summary = workspace.eval_json(EvalLabel("round2", "eval_english", language="en"))
     summary.parent.mkdir(parents=True)
     summary.write_text("{}")
     assert english_round2.done(workspace)

@@ -13,7 +13,7 @@ from fixtures import tiny_whisper_config
 from transformers import WhisperForConditionalGeneration
 
 from pefty_whisper.config import LoraSection
-from pefty_whisper.model import attach_lora, count_parameters
+from pefty_whisper.train.model import attach_lora, count_parameters
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "estimate_gpu_memory.py"
 

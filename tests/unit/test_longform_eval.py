@@ -9,13 +9,13 @@ import pytest
 
 from pefty_whisper.data.audio import SAMPLE_RATE
 from pefty_whisper.data.manifest import Utterance
-from pefty_whisper.inference import TranscriberOptions, Transcription
-from pefty_whisper.longform_eval import (
+from pefty_whisper.evaluate.longform import (
     Recording,
     score_longform,
     silence_characters,
     stitch_recordings,
 )
+from pefty_whisper.inference import TranscriberOptions, Transcription
 
 SENTENCES = ["안녕하세요 반갑습니다", "오늘 날씨가 좋네요", "세 시에 만나요", "내일 다시 봐요"]
 

@@ -14,10 +14,11 @@ from pefty_whisper.data.manifest import Utterance
 from pefty_whisper.data.packing import (
     PackedDataset,
     PackingOptions,
-    SpecialTokens,
     no_speech_audio,
+    packing_tokens,
     plan_windows,
 )
+from pefty_whisper.whisper.tokens import WhisperTokens
 
 SENTENCES = ["안녕하세요 반갑습니다", "오늘 날씨가 좋네요", "세 시에 만나요", "KBS 뉴스를 봤어요"]
 TIMESTAMP = re.compile(r"<\|(\d+\.\d\d)\|>")
@@ -29,8 +30,8 @@ def tokenizer():
 
 
 @pytest.fixture(scope="module")
-def special(tokenizer) -> SpecialTokens:
-    return SpecialTokens.from_tokenizer(tokenizer, "ko", "transcribe")
+def special(tokenizer) -> WhisperTokens:
+    return packing_tokens(tokenizer, "ko", "transcribe")
 
 
 def _corpus(folder: Path, count: int, seed: int = 0) -> list[Utterance]:
@@ -54,7 +55,7 @@ def _plan(utterances, tokenizer, options):
 
 
 def test_packed_labels_decode_to_the_joined_transcripts_with_increasing_times(
-    tmp_path: Path, tokenizer, special: SpecialTokens
+    tmp_path: Path, tokenizer, special: WhisperTokens
 ) -> None:
     utterances = _corpus(tmp_path, 24)
     options = PackingOptions(single_share=0.0, no_speech_share=0.0, seed=3)
@@ -131,15 +132,11 @@ def test_single_and_no_speech_examples(tmp_path: Path, tokenizer, special) -> No
         if window.kind == "no_speech":
             # The forced prompt is read as always; the target after <|sot|> is no-speech and
             # the transcript is empty.
-            assert item["decoder_input_ids"] == [
-                special.sot,
-                special.language,
-                special.task,
-                special.no_timestamps,
-            ]
+            ko, transcribe = special.languages["ko"], special.tasks["transcribe"]
+            assert item["decoder_input_ids"] == [special.sot, ko, transcribe, special.no_timestamps]
             assert item["labels"] == [
                 special.no_speech,
-                special.task,
+                transcribe,
                 special.no_timestamps,
                 special.eot,
             ]
@@ -189,7 +186,7 @@ def test_no_speech_audio_is_quiet_and_seeded() -> None:
     assert not np.any(no_speech_audio("silence", 1.0, seed=0))
 
 
-def test_the_no_speech_token_is_whispers(special: SpecialTokens, tokenizer) -> None:
+def test_the_no_speech_token_is_whispers(special: WhisperTokens, tokenizer) -> None:
     # whisper-base's vocabulary calls it <|nocaptions|>; it sits right before <|notimestamps|>,
     # where transformers' and faster-whisper's no-speech detection read it.
     assert special.no_speech == special.no_timestamps - 1
@@ -199,7 +196,7 @@ def test_the_no_speech_token_is_whispers(special: SpecialTokens, tokenizer) -> N
 def test_the_language_may_be_given_as_the_config_accepts_it(tokenizer, special) -> None:
     # model.language accepts Whisper's names and any case; packing must read it the same way.
     for language in ("korean", "KO", "ko"):
-        assert SpecialTokens.from_tokenizer(tokenizer, language, "transcribe") == special
+        assert packing_tokens(tokenizer, language, "transcribe") == special
 
 
 def test_packing_says_that_the_auto_context_does_not_apply(tmp_path: Path, tokenizer, caplog):

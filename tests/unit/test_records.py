@@ -11,6 +11,7 @@ from pefty_whisper.config import ModelSection, config_to_dict, load_config
 from pefty_whisper.errors import PeftyError
 from pefty_whisper.workspace import (
     ROUND_FILE,
+    EvalLabel,
     DataRecord,
     MergeCheck,
     MergeRecord,
@@ -231,10 +232,13 @@ def test_the_workspace_names_every_round_eval_and_manifest_path(tmp_path):
     assert workspace.round_manifest(3, "test") == tmp_path / "data/train_KsponSpeech_03_test.csv"
     assert round_manifest_name(3, "train") == "train_KsponSpeech_03_train"
     assert workspace.merged_ref(2) == "merged/round2"
-    assert workspace.eval_json("round2", "eval_clean") == tmp_path / "eval/round2/eval_clean.json"
-    assert workspace.eval_tsv("round0", "dev") == tmp_path / "eval/round0/dev.tsv"
+    assert (
+        workspace.eval_json(EvalLabel("round2", "eval_clean"))
+        == tmp_path / "eval/round2/eval_clean.json"
+    )
+    assert workspace.eval_tsv(EvalLabel("round0", "dev")) == tmp_path / "eval/round0/dev.tsv"
     assert workspace.adapter_label(2) == "round2-adapter"
-    assert workspace.converted_label("round2", "ct2") == "round2-ct2"
+    assert EvalLabel("round2", "eval_clean", backend="ct2").folder == "round2-ct2"
     assert workspace.model_label(Path("/m/whisper small!")) == "whisper-small-"
     assert [workspace.label_round(x) for x in ("round0", "round12", "round2-ct2", "7")] == [
         0,

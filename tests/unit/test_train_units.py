@@ -7,13 +7,11 @@ import torch
 
 from pefty_whisper.config import load_config
 from pefty_whisper.errors import ConfigError
-from pefty_whisper.model import compute_dtype, free_unused_int8_inputs, load_base_model
-from pefty_whisper.train import (
-    deepspeed_config,
-    default_round_plan,
-    last_complete_checkpoint,
-    token_mean_loss,
-)
+from pefty_whisper.train import default_round_plan
+from pefty_whisper.train.checkpoints import last_complete_checkpoint
+from pefty_whisper.train.deepspeed import deepspeed_config
+from pefty_whisper.train.model import compute_dtype, free_unused_int8_inputs, load_base_model
+from pefty_whisper.train.trainer import token_mean_loss
 from pefty_whisper.workspace import Workspace
 
 

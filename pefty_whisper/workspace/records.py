@@ -1,193 +1,30 @@
-"""The workspace layout: every path and name pefty reads or writes, and the records kept there.
+"""The workspace's records: round.json, export.json and the eval summaries, one JSON codec.
 
-Outputs are written through `files.py` (a temporary sibling renamed into place), so a killed
-command never leaves a half-written file or model directory that looks finished.
+One dataclass per record, one read/write pair: the JSON keys on disk are the field names, so a
+record written by an earlier version reads back as long as it has the required keys (keys it
+does not know are ignored: a newer version may add some).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import logging
-import re
 import types
 import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from pefty_whisper.config import Config, ModelSection, load_config
-from pefty_whisper.data.manifest import round_manifest_name
+from pefty_whisper.config import ModelSection
 from pefty_whisper.errors import PeftyError
-from pefty_whisper.files import atomic_write_text, lock_path
+from pefty_whisper.files import atomic_write_text
 
-logger = logging.getLogger(__name__)
-
-CONFIG_FILE = "pefty.yaml"
 ROUND_FILE = "round.json"
-BASE_LABEL = "round0"  # eval/round0/: the configured base, zero-shot
+EXPORT_FILE = "export.json"
+
 # Field metadata: a key written only when it differs from its default, so a record of a kind
 # written before the key existed comes back from a re-write key for key.
 OMIT_DEFAULT = "omit_default"
-
-
-@dataclass(frozen=True)
-class Workspace:
-    root: Path
-
-    @classmethod
-    def at(cls, root: str | Path | None = None) -> Workspace:
-        """The workspace rooted at `root`, or the current directory."""
-        return cls(Path(root or ".").resolve())
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
-
-    def audio_dir(self, name: str) -> Path:
-        """Audio that `prepare hf` had to write out (a dataset that holds it as bytes)."""
-        return self.root / "audio" / name
-
-    def manifest_path(self, name: str) -> Path:
-        """`--set eval_clean` means data/eval_clean.csv; a path to a CSV is taken as it is."""
-        candidate = Path(name)
-        if candidate.suffix == ".csv":
-            return candidate if candidate.is_absolute() else self.root / candidate
-        return self.data_dir / f"{name}.csv"
-
-    def round_manifest(self, round_index: int, split: str) -> Path:
-        """Round N trains on part N of KsponSpeech: train_KsponSpeech_0N_{train,test}.csv."""
-        return self.data_dir / f"{round_manifest_name(round_index, split)}.csv"
-
-    def adapter_dir(self, round_index: int) -> Path:
-        return self.root / "adapters" / self.round_label(round_index)
-
-    def adapter_staging_dir(self, round_index: int) -> Path:
-        """Where `train --force` trains: swapped in for adapters/roundN only once finished, so a
-        typo, a crash or Ctrl-C in the new run never costs the old round."""
-        return self.root / "adapters" / f".{self.round_label(round_index)}.next"
-
-    def round_lock(self, round_index: int) -> Path:
-        """adapters/.roundN.lock: one `pefty train` per round at a time."""
-        return lock_path(self.adapter_dir(round_index))
-
-    def merged_dir(self, round_index: int) -> Path:
-        return self.root / "merged" / self.round_label(round_index)
-
-    def merged_ref(self, round_index: int) -> str:
-        """merged/roundN as a base or `--model` is written: relative, so a workspace can move."""
-        return self.merged_dir(round_index).relative_to(self.root).as_posix()
-
-    # -- rounds: which exist, which finished ---------------------------------------------------
-
-    def round_record(self, round_index: int) -> RoundRecord | None:
-        """adapters/roundN/round.json, or None while the round has not finished."""
-        return RoundRecord.read(self.adapter_dir(round_index))
-
-    def merge_record(self, round_index: int) -> MergeRecord | None:
-        """merged/roundN/round.json, or None while the round is not merged."""
-        return MergeRecord.read(self.merged_dir(round_index))
-
-    def round_finished(self, round_index: int) -> bool:
-        return (self.adapter_dir(round_index) / ROUND_FILE).is_file()
-
-    def merge_finished(self, round_index: int) -> bool:
-        return (self.merged_dir(round_index) / ROUND_FILE).is_file()
-
-    def round_indices(self) -> list[int]:
-        """Every round with an adapters/ or merged/ folder, finished or not."""
-        return sorted(
-            {index for folder in ("adapters", "merged") for index in self._round_folders(folder)}
-        )
-
-    def latest_adapter_round(self) -> int | None:
-        """The highest round whose adapter finished (what `pefty merge` takes by default)."""
-        return max(self.finished_rounds("adapters"), default=None)
-
-    def latest_merged_round(self) -> int | None:
-        """The highest merged round (what evaluate and export take by default)."""
-        return max(self.finished_rounds("merged"), default=None)
-
-    def export_dir(self, name: str) -> Path:
-        return self.root / "exports" / name
-
-    def export_dir_for(self, model_name: str, fmt: str, quantization: str | None) -> Path:
-        """exports/round5-ct2-int8 for round5 in ct2 int8: the one way export names are made."""
-        return self.export_dir(export_name(model_name, fmt, quantization))
-
-    def finished_rounds(self, folder: str) -> list[int]:
-        """Round numbers under adapters/ or merged/ whose round.json says they finished."""
-        return sorted(
-            index
-            for index, directory in self._round_folders(folder).items()
-            if (directory / ROUND_FILE).is_file()
-        )
-
-    def _round_folders(self, folder: str) -> dict[int, Path]:
-        found = {}
-        for directory in (self.root / folder).glob("round*"):
-            index = self.label_round(directory.name)
-            if index is not None and directory.is_dir():
-                found[index] = directory
-        return found
-
-    # -- evaluations: eval/<label>/<set>.json and .tsv -----------------------------------------
-
-    @staticmethod
-    def round_label(round_index: int) -> str:
-        """roundN: the folder of a round under adapters/ and merged/, and its eval/ label."""
-        return f"round{round_index}"
-
-    @staticmethod
-    def adapter_label(round_index: int) -> str:
-        """An adapter evaluated before its merge is kept apart from the merged round's figures."""
-        return f"round{round_index}-adapter"
-
-    @staticmethod
-    def converted_label(label: str, backend: str) -> str:
-        """A checkpoint decoded through a conversion (round2-ct2) is kept beside its PyTorch
-        figures, which `pefty rounds` reports, not over them."""
-        return f"{label}-{backend}"
-
-    @staticmethod
-    def model_label(path: Path) -> str:
-        """The label of a model outside the rounds: its folder name, safe as a folder name."""
-        return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name or "model")
-
-    @staticmethod
-    def label_round(label: str) -> int | None:
-        """N for the label roundN (0 for the base); None for any other label."""
-        match = re.fullmatch(r"round(\d+)", label)
-        return int(match.group(1)) if match else None
-
-    def eval_dir(self, label: str) -> Path:
-        return self.root / "eval" / label
-
-    def eval_json(self, label: str, set_name: str, variant: str = "") -> Path:
-        """The summary of one evaluation: metrics, model, set, backend. A variant (a partial
-        set, another context) is eval_clean@first-50.json, never the round's eval_clean.json."""
-        return self.eval_dir(label) / f"{set_name}{'@' + variant if variant else ''}.json"
-
-    def eval_tsv(self, label: str, set_name: str, variant: str = "") -> Path:
-        """One row per utterance of an evaluation, so a figure traces back to its sentences."""
-        return self.eval_dir(label) / f"{set_name}{'@' + variant if variant else ''}.tsv"
-
-    def eval_summaries(self) -> list[Path]:
-        """Every eval/<label>/<set>.json, for the rounds table."""
-        return sorted((self.root / "eval").glob("*/*.json"))
-
-    def load_config(self, path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-        """`--config` if given, else the workspace's pefty.yaml if present, else the defaults."""
-        if path is None and (self.root / CONFIG_FILE).is_file():
-            path = self.root / CONFIG_FILE
-        return load_config(Path(path) if path is not None else None, overrides)
-
-
-# -- records: round.json of adapters/roundN and merged/roundN -------------------------------------
-#
-# One dataclass per record, one read/write pair: the JSON keys on disk are the field names, so a
-# record written by an earlier version reads back as long as it has the required keys.
 
 
 class _RoundJson:
@@ -414,20 +251,6 @@ def _to_json(record: Any) -> dict[str, Any]:
     return plain(record)
 
 
-# -- records: export.json of exports/<name> (written by pefty_whisper.export) ---------------------
-#
-# The parity record of an export: what it was made from, and how its transcripts of the probe
-# compare with PyTorch's. The JSON keys are the field names, read and written only here.
-
-EXPORT_FILE = "export.json"
-
-
-def export_name(model_name: str, fmt: str, quantization: str | None) -> str:
-    """`round5` + ct2 + int8 -> `round5-ct2-int8`: the folder name under exports/."""
-    parts = [model_name or "model", fmt] + ([quantization] if quantization else [])
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
-
-
 @dataclass(frozen=True)
 class ExportProbe:
     """The probe decoded by PyTorch and by the export, and how far apart they came out."""
@@ -491,3 +314,43 @@ class ExportRecord:
     def to_dict(self) -> dict[str, Any]:
         """The JSON object as written to export.json."""
         return _to_json(self)
+
+
+# -- records: eval/<label>/<set>[@variant].json (written by pefty_whisper.evaluate) ---------------
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One evaluation's summary: the model, the set, how it was decoded, and its figures."""
+
+    model: str  # the model directory decoded
+    label: str  # its eval/ folder (roundN, roundN-ct2, ...)
+    set: str
+    manifest: str
+    limit: int | None
+    backend: str
+    context: str  # the encoder context decoded at: full (30 s) or auto
+    language: str | None  # the prompt's language; None: detected per utterance
+    cer: float  # spaces removed, the primary figure
+    cer_with_spaces: float
+    wer: float
+    num_utterances: int
+    audio_seconds: float
+    seconds: float
+    real_time_factor: float
+    utterances_per_second: float
+    normalization: str
+    evaluated: str
+    # Whole-recording figures (evaluate/longform.py), None when not asked for.
+    longform: dict[str, Any] | None = None
+    silence_chars: dict[str, int] | None = None
+    variant: str | None = None  # None: the round's own figure
+    partial: bool = False
+    set_size: int | None = None
+
+    @classmethod
+    def read(cls, path: Path) -> EvalRecord:
+        return _from_json(cls, _read_json(path), path, "")
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(_to_json(self), indent=2, ensure_ascii=False) + "\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
 import tempfile
 import time
@@ -22,17 +21,17 @@ from typing import Any
 from pefty_whisper.config import Config
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
 from pefty_whisper.data.manifest import Utterance, read_manifest
-from pefty_whisper.errors import ConfigError, DataError, PeftyError
-from pefty_whisper.files import atomic_write_text
-from pefty_whisper.longform_eval import (
+from pefty_whisper.errors import ConfigError, DataError
+from pefty_whisper.evaluate.longform import (
     LongformScore,
     score_longform,
     silence_characters,
     stitch_recordings,
 )
+from pefty_whisper.files import atomic_write_text
 from pefty_whisper.metrics import UtteranceScore, score_corpus
-from pefty_whisper.model import resolve_model_dir
-from pefty_whisper.workspace import BASE_LABEL, MergeRecord, RoundRecord, Workspace
+from pefty_whisper.whisper.model_dir import ModelDir
+from pefty_whisper.workspace import EvalLabel, EvalRecord, ModelTarget, Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -44,18 +43,8 @@ WORST_SHOWN = 5
 
 
 @dataclass(frozen=True)
-class EvalTarget:
-    """What to evaluate: a model directory (or an adapter to merge first) and its report label."""
-
-    model_dir: Path
-    label: str  # eval/<label>/: roundN for merged/roundN, round0 for the configured base
-    adapter_dir: Path | None = None
-
-
-@dataclass(frozen=True)
 class EvalReport:
-    label: str
-    set_name: str
+    label: EvalLabel  # where it is kept: its model, set and variant
     backend: str
     context: str  # the encoder context decoded at: full (30 s) or auto (see context.py)
     language: str | None  # the prompt's language; None: detected per utterance
@@ -68,7 +57,6 @@ class EvalReport:
     json_path: Path
     tsv_path: Path
     worst: tuple[tuple[str, UtteranceScore], ...]
-    variant: str = ""  # '' for the round's figure; see eval_variant
     # Whole-recording figures (longform_eval.py): None when not asked for.
     longform: LongformScore | None = None
     silence_chars: dict[str, int] | None = None
@@ -80,36 +68,6 @@ class EvalReport:
     @property
     def utterances_per_second(self) -> float:
         return self.num_utterances / max(self.seconds, 1e-9)
-
-
-def resolve_target(workspace: Workspace, config: Config, model: str | None) -> EvalTarget:
-    """--model omitted: the latest merged round (or the base before any round)."""
-    if model is None:
-        latest = workspace.latest_merged_round()
-        model = workspace.merged_ref(latest) if latest is not None else config.model.base
-    path = Path(model) if Path(model).is_absolute() else workspace.root / model
-    if (path / "adapter_config.json").is_file():
-        adapter = RoundRecord.read(path)
-        label = workspace.adapter_label(adapter.round) if adapter else workspace.model_label(path)
-        return EvalTarget(model_dir=path, label=label, adapter_dir=path)
-    if (path / "model.bin").is_file() or (path / "encoder_model.onnx").is_file():
-        return EvalTarget(model_dir=path, label=workspace.model_label(path))
-    model_dir = resolve_model_dir(model, workspace.root)
-    merged = MergeRecord.read(model_dir)
-    if merged is not None:
-        label = workspace.round_label(merged.round)
-    elif _is_configured_base(model, model_dir, config.model.base, workspace.root):
-        label = BASE_LABEL
-    else:
-        label = workspace.model_label(model_dir)
-    return EvalTarget(model_dir=model_dir, label=label)
-
-
-def _is_configured_base(model: str, model_dir: Path, base: str, root: Path) -> bool:
-    """Whether `model` is round 1's base (round 0), without resolving a hub id: offline, that
-    would fail for every other model too."""
-    candidate = Path(base) if Path(base).is_absolute() else root / base
-    return model == base or (candidate.is_dir() and candidate.resolve() == model_dir.resolve())
 
 
 def evaluate_set(
@@ -136,12 +94,12 @@ def evaluate_set(
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be 1 or more (the first N utterances); got {limit}")
     if language is not None:
-        from pefty_whisper.whisper_files import language_code
+        from pefty_whisper.whisper.tokens import language_code
 
         language = language_code(language)  # an unknown name fails before the model loads
         if language == language_code(config.model.language):
             language = None  # the round's own language: its own figure
-    target = resolve_target(workspace, config, model)
+    target = workspace.model_target(config, model)
     manifest = read_manifest(workspace.manifest_path(set_name))
     utterances = manifest.utterances[:limit] if limit else manifest.utterances
     if not utterances:
@@ -169,15 +127,17 @@ def evaluate_set(
             whole = score_longform(transcriber, recordings)
             silence = silence_characters(transcriber, seed=config.train.seed)
     scores = score_corpus([u.sentence for u in utterances], hypotheses)
-    label = target.label
-    if decodable.converted:
-        label = workspace.converted_label(label, transcriber.backend)
     partial = len(utterances) < len(manifest.utterances)
-    variant = eval_variant(
-        workspace, label, transcriber.context, len(utterances) if partial else None, language
+    label = EvalLabel(
+        model=target.label,
+        set_name=set_label,
+        backend=transcriber.backend if decodable.converted else "",
+        language=language,
+        context=_other_context(workspace, config, target.label, transcriber.context),
+        first=len(utterances) if partial else None,
     )
-    json_path = workspace.eval_json(label, set_label, variant)
-    tsv_path = workspace.eval_tsv(label, set_label, variant)
+    json_path = workspace.eval_json(label)
+    tsv_path = workspace.eval_tsv(label)
     atomic_write_text(tsv_path, _per_utterance_tsv(utterances, scores.utterances))
     worst = sorted(
         zip((u.id for u in utterances), scores.utterances, strict=True),
@@ -186,7 +146,6 @@ def evaluate_set(
     )[:WORST_SHOWN]
     report = EvalReport(
         label=label,
-        set_name=set_label,
         backend=transcriber.backend,
         context=transcriber.context,
         language=transcriber.language,
@@ -199,30 +158,25 @@ def evaluate_set(
         json_path=json_path,
         tsv_path=tsv_path,
         worst=tuple(worst),
-        variant=variant,
         longform=whole,
         silence_chars=silence,
     )
-    summary = _summary(report, target, manifest.path, limit)
-    summary.update(variant=variant or None, partial=partial, set_size=len(manifest.utterances))
-    atomic_write_text(json_path, json.dumps(summary, indent=2))
+    _record(report, target, manifest.path, limit, len(manifest.utterances)).write(json_path)
     return report
 
 
-def eval_variant(
-    workspace: Workspace, label: str, context: str, first: int | None, language: str | None = None
-) -> str:
-    """'' for the round's own figure; else what sets this evaluation apart (`lang-en`,
-    `context-auto`, `first-50`), so it is kept beside the figure instead of over it. A
-    conversion (round2-ct2) or an export is apart by its label already; its context is in its
-    summary. `language`: another language than model.language (`pefty rounds` shows its WER)."""
-    parts = [f"lang-{language}"] if language else []
-    is_round = workspace.label_round(label) is not None
-    if is_round and context != workspace.load_config().model.context:
-        parts.append(f"context-{context}")
-    if first is not None:
-        parts.append(f"first-{first}")
-    return "-".join(parts)
+def _other_context(
+    workspace: Workspace, config: Config, label: str, context: str
+) -> str | None:
+    """The context a round was decoded at, where it is not the round's own (the one it was
+    trained with, else the config's): kept apart as <set>@context-auto. A conversion or an
+    export is apart by its label already; its context is in its record."""
+    index = workspace.label_round(label)
+    if index is None:
+        return None
+    record = workspace.round_record(index)
+    trained = (record.config.get("model") or {}).get("context") if record else None
+    return context if context != (trained or config.model.context) else None
 
 
 def decode_utterances(
@@ -257,7 +211,7 @@ class _decodable_model:
     a transformers checkpoint is converted for the ct2 backend (kept in exports/ for reuse)."""
 
     def __init__(
-        self, workspace: Workspace, config: Config, target: EvalTarget, backend: str
+        self, workspace: Workspace, config: Config, target: ModelTarget, backend: str
     ) -> None:
         self.workspace, self.config, self.target, self.backend = workspace, config, target, backend
         self.tmp: tempfile.TemporaryDirectory | None = None
@@ -267,7 +221,7 @@ class _decodable_model:
         model_dir = self.target.model_dir
         if self.target.adapter_dir is not None:
             model_dir = self._merged_adapter()
-        if self.backend == "ct2" and not (model_dir / "model.bin").is_file():
+        if self.backend == "ct2" and not ModelDir(model_dir).is_ct2:
             # A transformers checkpoint asked for at ct2: converted (an export is its own).
             model_dir = self._ct2_export(model_dir)
             self.converted = True
@@ -296,7 +250,7 @@ class _decodable_model:
         # The ct2 backend's defaults: int8 on the CPU, float16 on a GPU.
         quantization = "float16" if torch.cuda.is_available() else "int8"
         out_dir = self.workspace.export_dir_for(self.target.label, "ct2", quantization)
-        if not (out_dir / "model.bin").is_file():
+        if not ModelDir(out_dir).is_ct2:
             logger.info("converting %s to CTranslate2 %s in %s", model_dir, quantization, out_dir)
             export_ct2(model_dir, out_dir, quantization=quantization)
         return out_dir
@@ -338,39 +292,36 @@ def _per_utterance_tsv(utterances: list[Utterance], scores: tuple[UtteranceScore
     return buffer.getvalue()
 
 
-def _summary(
-    report: EvalReport, target: EvalTarget, manifest: Path, limit: int | None
-) -> dict[str, Any]:
-    return {
-        "model": str(target.model_dir),
-        "label": report.label,
-        "set": report.set_name,
-        "manifest": str(manifest),
-        "limit": limit,
-        "backend": report.backend,
-        "context": report.context,
-        "language": report.language,
-        "cer": report.cer,
-        "cer_with_spaces": report.cer_with_spaces,
-        "wer": report.wer,
-        "num_utterances": report.num_utterances,
-        "audio_seconds": round(report.audio_seconds, 2),
-        "seconds": round(report.seconds, 2),
-        "real_time_factor": report.real_time_factor,
-        "utterances_per_second": report.utterances_per_second,
-        "longform": report.longform.as_dict() if report.longform else None,
-        "silence_chars": report.silence_chars,
-        "normalization": NORMALIZATION,
-        "evaluated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+def _record(
+    report: EvalReport, target: ModelTarget, manifest: Path, limit: int | None, set_size: int
+) -> EvalRecord:
+    return EvalRecord(
+        model=str(target.model_dir),
+        label=report.label.folder,
+        set=report.label.set_name,
+        manifest=str(manifest),
+        limit=limit,
+        backend=report.backend,
+        context=report.context,
+        language=report.language,
+        cer=report.cer,
+        cer_with_spaces=report.cer_with_spaces,
+        wer=report.wer,
+        num_utterances=report.num_utterances,
+        audio_seconds=round(report.audio_seconds, 2),
+        seconds=round(report.seconds, 2),
+        real_time_factor=report.real_time_factor,
+        utterances_per_second=report.utterances_per_second,
+        normalization=NORMALIZATION,
+        evaluated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        longform=report.longform.as_dict() if report.longform else None,
+        silence_chars=report.silence_chars,
+        variant=report.label.variant or None,
+        partial=report.label.first is not None,
+        set_size=set_size,
+    )
 
 
-def read_eval_results(workspace: Workspace) -> dict[str, dict[str, dict[str, Any]]]:
-    """{label: {set or set@variant: summary}} for every eval/<label>/*.json, for `pefty rounds`."""
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for path in workspace.eval_summaries():
-        try:
-            results.setdefault(path.parent.name, {})[path.stem] = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise PeftyError(f"{path}: not valid JSON ({exc.msg})") from exc
-    return results
+def read_eval_results(workspace: Workspace) -> dict[EvalLabel, EvalRecord]:
+    """Every evaluation of the workspace with its record, for `pefty rounds`."""
+    return {label: EvalRecord.read(path) for label, path in workspace.eval_labels()}

@@ -8,13 +8,12 @@ context or one through a conversion (eval/roundN-ct2/) exists, it is shown marke
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pefty_whisper.evaluate import read_eval_results
-from pefty_whisper.workspace import BASE_LABEL, Workspace
+from pefty_whisper.evaluate.run import read_eval_results
+from pefty_whisper.workspace import BASE_LABEL, EvalLabel, EvalRecord, Workspace
 
 
 @dataclass(frozen=True)
@@ -39,72 +38,61 @@ class RoundRow:
 
 def collect_rounds(workspace: Workspace) -> list[RoundRow]:
     """Every round that has an adapter, a merged model or an evaluation, in order."""
-    evals: dict[int, dict[str, dict[str, Any]]] = {}
+    evals: dict[int, dict[str, dict[EvalLabel, EvalRecord]]] = {}
     others: dict[int, dict[tuple[str, str], float]] = {}
-    for label, summaries in read_eval_results(workspace).items():
-        index, backend = _round_of_label(workspace, label)
+    for label, record in sorted(
+        read_eval_results(workspace).items(), key=lambda item: (item[0].folder, item[0].stem)
+    ):
+        index = label.round
         if index is None:
             continue
-        for stem, summary in sorted(summaries.items()):
-            name, _, variant = stem.partition("@")
-            if variant.startswith("lang-"):
-                wer = others.setdefault(index, {})
-                key = (name, variant.split("-")[1])
-                # The round's own backend's figure, as for eval_cer; a conversion's otherwise.
-                wer[key] = wer.get(key, summary["wer"]) if backend else summary["wer"]
-                continue
-            key = "@".join(p for p in (variant, backend) if p)
-            evals.setdefault(index, {}).setdefault(name, {})[key] = summary
+        if label.language:
+            wer = others.setdefault(index, {})
+            key = (label.set_name, label.language)
+            # The round's own backend's figure, as for eval_cer; a conversion's otherwise.
+            wer[key] = wer.get(key, record.wer) if label.backend else record.wer
+            continue
+        evals.setdefault(index, {}).setdefault(label.set_name, {})[label] = record
     indices = set(workspace.round_indices()) | set(evals) | set(others)
     return [_row(workspace, i, evals.get(i, {}), others.get(i, {})) for i in sorted(indices)]
 
 
-def _round_of_label(workspace: Workspace, label: str) -> tuple[int | None, str]:
-    """round2 -> (2, ''), round2-ct2 -> (2, 'ct2'); other labels are not rounds."""
-    match = re.fullmatch(r"(round\d+)(?:-(ct2|onnx))?", label)
-    if not match:
-        return None, ""
-    return workspace.label_round(match.group(1)), match.group(2) or ""
-
-
-def _pick(variants: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], str]:
-    """The round's own summary if there is one; else the latest other one, and what it was."""
-    if "" in variants:
-        return variants[""], ""
-    key, summary = max(variants.items(), key=lambda item: item[1].get("evaluated") or "")
-    notes = []
-    for part in key.replace("@", "-").split("-"):
-        if part in ("ct2", "onnx"):
-            notes.append(part)
-    if summary.get("context") and "context-" in key:
-        notes.append(f"context {summary['context']}")
-    if summary.get("partial"):
-        notes.append(f"first {summary.get('num_utterances')} of {summary.get('set_size')}")
-    return summary, ", ".join(notes) or key
+def _pick(variants: dict[EvalLabel, EvalRecord]) -> tuple[EvalRecord, str]:
+    """The round's own record if there is one; else the latest other one, and what it was."""
+    own = [r for label, r in variants.items() if not label.variant and not label.backend]
+    if own:
+        return own[0], ""
+    label, record = max(variants.items(), key=lambda item: item[1].evaluated or "")
+    notes = [label.backend] if label.backend else []
+    if label.context:
+        notes.append(f"context {record.context}")
+    if record.partial:
+        notes.append(f"first {record.num_utterances} of {record.set_size}")
+    return record, ", ".join(notes) or label.stem
 
 
 def _row(
     workspace: Workspace,
     index: int,
-    evals: dict[str, dict[str, dict[str, Any]]],
+    evals: dict[str, dict[EvalLabel, EvalRecord]],
     other: dict[tuple[str, str], float],
 ) -> RoundRow:
     adapter = workspace.round_record(index)
     picked = {name: _pick(variants) for name, variants in sorted(evals.items())}
     figures: dict[str, Any] = {
         "other_wer": other,
-        "eval_cer": {name: summary["cer"] for name, (summary, _) in picked.items()},
+        "eval_cer": {name: record.cer for name, (record, _) in picked.items()},
         "eval_notes": {name: note for name, (_, note) in picked.items() if note},
         "longform": {
-            name: (summary["longform"]["cer"], summary["longform"]["deleted"])
-            for name, (summary, _) in picked.items()
-            if summary.get("longform")
+            name: (record.longform["cer"], record.longform["deleted"])
+            for name, (record, _) in picked.items()
+            if record.longform
         },
         "silence_chars": next(
             (
-                sum(summary["silence_chars"].values())
-                for summary, _ in picked.values()
-                if summary.get("silence_chars") is not None
+                sum(record.silence_chars.values())
+                for record, _ in picked.values()
+                if record.silence_chars is not None
             ),
             None,
         ),

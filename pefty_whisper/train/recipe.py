@@ -25,15 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pefty_whisper.checkpoints import (
-    ensure_process_group_env,
-    is_main_process,
-    last_complete_checkpoint,
-    share_from_rank_zero,
-    verify_checkpoint,
-)
 from pefty_whisper.config import Config, config_to_dict, dump_config
-from pefty_whisper.context import allow_short_context
 from pefty_whisper.data.features import (
     FilterReport,
     SpeechCollator,
@@ -58,7 +50,6 @@ from pefty_whisper.data.packing import (
     packing_summary,
 )
 from pefty_whisper.data.table import UtteranceTable
-from pefty_whisper.deepspeed_setup import DEEPSPEED_PRESETS, deepspeed_config  # noqa: F401
 from pefty_whisper.errors import ConfigError, DataError, PeftyError
 from pefty_whisper.files import (
     atomic_write_text,
@@ -71,16 +62,25 @@ from pefty_whisper.files import (
     weights_hash,
 )
 from pefty_whisper.metrics import score_corpus
-from pefty_whisper.model import (
+from pefty_whisper.train.checkpoints import (
+    ensure_process_group_env,
+    is_main_process,
+    last_complete_checkpoint,
+    share_from_rank_zero,
+    verify_checkpoint,
+)
+from pefty_whisper.train.deepspeed import DEEPSPEED_PRESETS, deepspeed_config  # noqa: F401
+from pefty_whisper.train.model import (
     attach_lora,
     compute_dtype,
     count_parameters,
     enforce_language,
     load_base_model,
-    load_processor,
-    resolve_model_dir,
 )
-from pefty_whisper.seq2seq import end_process_group, round_trainer_class, token_mean_loss
+from pefty_whisper.train.trainer import end_process_group, round_trainer_class, token_mean_loss
+from pefty_whisper.whisper.context import allow_short_context
+from pefty_whisper.whisper.model_dir import resolve_model_dir
+from pefty_whisper.whisper.processor import load_processor
 from pefty_whisper.workspace import (
     DataRecord,
     RoundData,

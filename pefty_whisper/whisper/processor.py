@@ -1,23 +1,41 @@
-"""Whisper's files: special tokens, tokenizer, feature extractor, processor, generation config.
+"""Whisper's files: tokenizer, feature extractor, processor, generation config, WhisperConfig.
 
 What every saved model carries (the processor files, preprocessor_config.json, a generation
-config with the language and task) and the token tables decoding needs, defined once for the
-runtime (inference, training, merging) and for the exports and the reverse conversion alike.
-The builders also read a bare CTranslate2 directory (tokenizer.json + vocabulary), which is how
-a model made elsewhere, or the offline whisper-base, is loaded.
+config with the language and task), loaded and built once for the runtime (inference, training,
+merging) and for the exports and the reverse conversion alike. The builders also read a bare
+CTranslate2 directory (tokenizer.json + vocabulary), which is how a model made elsewhere, or
+the offline whisper-base, is loaded. The token table itself is tokens.py's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pefty_whisper.errors import ModelError
+from pefty_whisper.whisper.model_dir import (
+    CT2_MODEL,
+    GENERATION_CONFIG,
+    MODEL_CONFIG,
+    PREPROCESSOR_CONFIG,
+    read_json,
+)
+from pefty_whisper.whisper.tokens import (
+    EOT,
+    MAX_INITIAL_TIMESTAMP_INDEX,
+    MAX_TARGET_POSITIONS,
+    NO_TIMESTAMPS,
+    SOT,
+    add_timestamp_tokens,
+    language_code,
+    timestamp_token,
+    tokenizer_language_ids,
+    whisper_suppress_tokens,
+)
 
 if TYPE_CHECKING:
     from transformers import (
@@ -29,46 +47,22 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
-    "EOT",
-    "MAX_INITIAL_TIMESTAMP_INDEX",
-    "NO_TIMESTAMPS",
-    "NON_LANGUAGE_SPECIALS",
-    "SOT",
-    "TIMESTAMP_RE",
     "WhisperDims",
     "build_feature_extractor",
     "build_generation_config",
     "build_processor",
     "build_tokenizer",
-    "language_code",
+    "check_generation_config",
+    "load_feature_extractor",
+    "load_processor",
+    "load_tokenizer",
     "read_tokenizer_json",
     "whisper_config",
-    "whisper_language_ids",
-    "whisper_suppress_tokens",
+    "with_mel_bins",
     "write_preprocessor_config",
 ]
 
 logger = logging.getLogger(__name__)
-
-EOT = "<|endoftext|>"
-SOT = "<|startoftranscript|>"
-NO_TIMESTAMPS = "<|notimestamps|>"
-# Special tokens of openai/whisper that are not language tokens (CT2's WhisperLoader uses the same
-# list to tell language tokens apart).
-NON_LANGUAGE_SPECIALS = (
-    EOT,
-    SOT,
-    "<|translate|>",
-    "<|transcribe|>",
-    "<|startoflm|>",
-    "<|startofprev|>",
-    "<|nocaptions|>",
-    "<|nospeech|>",
-    NO_TIMESTAMPS,
-)
-TIMESTAMP_RE = re.compile(r"<\|\d+\.\d\d\|>")
-# openai/whisper's `max_initial_timestamp=1.0` s at 0.02 s per timestamp token.
-MAX_INITIAL_TIMESTAMP_INDEX = 50
 
 
 @dataclass(frozen=True)
@@ -136,7 +130,7 @@ def build_tokenizer(
     missing = (
         vocabulary[len(tokenizer) :]
         if vocabulary is not None
-        else ["<|%.2f|>" % (i * 0.02) for i in range(vocab_size - len(tokenizer))]
+        else [timestamp_token(i) for i in range(vocab_size - len(tokenizer))]
     )
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in missing])
     _check_ids(ct2_dir, tokenizer, vocabulary, vocab_size)
@@ -195,8 +189,8 @@ def build_feature_extractor(ct2_dir: Path, n_mels: int | None = None) -> Whisper
     from transformers import WhisperFeatureExtractor
 
     ct2_dir = Path(ct2_dir)
-    path = ct2_dir / "preprocessor_config.json"
-    if n_mels is None and (ct2_dir / "model.bin").is_file():
+    path = ct2_dir / PREPROCESSOR_CONFIG
+    if n_mels is None and (ct2_dir / CT2_MODEL).is_file():
         n_mels = _model_bin_shape(ct2_dir, "encoder/conv1/weight")[1]
     if path.is_file():
         extractor = WhisperFeatureExtractor.from_json_file(str(path))
@@ -207,7 +201,7 @@ def build_feature_extractor(ct2_dir: Path, n_mels: int | None = None) -> Whisper
             )
         return extractor
     if n_mels is None:
-        raise ModelError(f"{ct2_dir}: no preprocessor_config.json and no model.bin to read n_mels")
+        raise ModelError(f"{ct2_dir}: no {PREPROCESSOR_CONFIG} and no {CT2_MODEL} to read n_mels")
     return WhisperFeatureExtractor(feature_size=n_mels)
 
 
@@ -226,7 +220,7 @@ def build_processor(
 
     ct2_dir = Path(ct2_dir)
     vocab_size = None
-    if (ct2_dir / "model.bin").is_file():
+    if (ct2_dir / CT2_MODEL).is_file():
         vocab_size = _model_bin_shape(ct2_dir, "decoder/embeddings/weight")[0]
     tokenizer = build_tokenizer(ct2_dir, vocab_size=vocab_size, language=language, task=task)
     extractor = build_feature_extractor(ct2_dir, n_mels=n_mels)
@@ -235,9 +229,9 @@ def build_processor(
 
 def _model_bin_shape(ct2_dir: Path, name: str) -> tuple[int, ...]:
     # The index alone (no weights) says the mel bins (conv1) and the vocabulary (embeddings).
-    from pefty_whisper.export.ct2_file import Ct2ModelFile
+    from pefty_whisper.whisper.ct2_file import Ct2ModelFile
 
-    return Ct2ModelFile(ct2_dir / "model.bin").shape(name)
+    return Ct2ModelFile(ct2_dir / CT2_MODEL).shape(name)
 
 
 def write_preprocessor_config(out_dir: Path, feature_extractor: WhisperFeatureExtractor) -> Path:
@@ -246,7 +240,7 @@ def write_preprocessor_config(out_dir: Path, feature_extractor: WhisperFeatureEx
     transformers 5 folds the feature extractor into processor_config.json; CTranslate2's converter
     and faster-whisper still read preprocessor_config.json, so every saved model gets both.
     """
-    path = Path(out_dir) / "preprocessor_config.json"
+    path = Path(out_dir) / PREPROCESSOR_CONFIG
     feature_extractor.to_json_file(str(path))
     return path
 
@@ -256,68 +250,10 @@ def write_preprocessor_config(out_dir: Path, feature_extractor: WhisperFeatureEx
 # --------------------------------------------------------------------------------------------
 
 
-def whisper_suppress_tokens(tokenizer: WhisperTokenizer) -> list[int]:
-    """openai/whisper's default `suppress_tokens="-1"`, derived from the tokenizer.
-
-    Symbols and speaker-tag-like tokens that never appear in a plain transcript, plus the
-    special tokens that must not be generated (task, sot, prev, lm, no-speech). For the
-    multilingual vocabulary this is exactly openai/whisper-base's generation_config list.
-    """
-    symbols = list('"#()*+/:;<=>@[\\]^_`{|}~「」『』')
-    symbols += "<< >> <<< >>> -- --- -( -[ (' (\" (( )) ((( ))) [[ ]] {{ }} ♪♪ ♪♪♪".split()
-    miscellaneous = set("♩♪♫♬♭♮♯")
-
-    def encode(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False)
-
-    result = {encode(" -")[0], encode(" '")[0]}
-    for symbol in symbols + sorted(miscellaneous):
-        for tokens in (encode(symbol), encode(" " + symbol)):
-            if len(tokens) == 1 or symbol in miscellaneous:
-                result.add(tokens[0])
-    vocab = tokenizer.get_vocab()
-    for special in (
-        "<|translate|>",
-        "<|transcribe|>",
-        SOT,
-        "<|startofprev|>",
-        "<|startoflm|>",
-        "<|nocaptions|>",
-        "<|nospeech|>",
-    ):
-        if special in vocab:
-            result.add(vocab[special])
-    return sorted(result)
-
-
-def whisper_language_ids(tokenizer: WhisperTokenizer) -> list[int]:
-    """Ids of the language tokens: the special tokens that are not sot, task, eot, prev, ..."""
-    vocab = tokenizer.get_vocab()
-    specials = set(tokenizer.all_special_tokens)
-    return sorted(
-        vocab[tok]
-        for tok in specials
-        if tok not in NON_LANGUAGE_SPECIALS and not TIMESTAMP_RE.fullmatch(tok) and tok in vocab
-    )
-
-
-def language_code(language: str) -> str:
-    """'korean', 'ko' or '<|ko|>' -> 'ko'; a ModelError names an unknown language."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    key = language.lower().strip()
-    key = key[2:-2] if key.startswith("<|") and key.endswith("|>") else key
-    if key in LANGUAGES:
-        return key
-    if key in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[key]
-    raise ModelError(f"unknown Whisper language {language!r}: use a name like 'korean' or 'ko'")
-
-
 def build_generation_config(
     tokenizer: WhisperTokenizer,
     *,
-    max_length: int = 448,
+    max_length: int = MAX_TARGET_POSITIONS,
     num_decoder_layers: int | None = None,
     num_decoder_heads: int | None = None,
     lang_ids: Sequence[int] | None = None,
@@ -336,7 +272,9 @@ def build_generation_config(
 
     vocab = tokenizer.get_vocab()
     eot = vocab[EOT]
-    lang_ids = list(lang_ids) if lang_ids is not None else whisper_language_ids(tokenizer)
+    lang_ids = (
+        list(lang_ids) if lang_ids is not None else tokenizer_language_ids(tokenizer).values()
+    )
     lang_to_id = {tokenizer.convert_ids_to_tokens(i): i for i in lang_ids}
     if suppress_tokens is None:
         suppress_tokens = whisper_suppress_tokens(tokenizer)
@@ -405,3 +343,108 @@ def whisper_config(dims: WhisperDims, tokenizer: WhisperTokenizer, tied: bool) -
         activation_function="gelu",
         scale_embedding=False,
     )
+
+
+def load_processor(model_dir: Path, language: str, task: str) -> WhisperProcessor:
+    """Processor whose tokenizer writes the `<|ko|><|transcribe|><|notimestamps|>` prefix.
+
+    A tokenizer without a pad token, or a generation config that cannot be told the language,
+    would fail only at the first validation, after training steps: refused here instead.
+    """
+    from transformers import WhisperConfig, WhisperProcessor
+
+    check_generation_config(model_dir, language)
+    processor = WhisperProcessor.from_pretrained(model_dir)
+    if processor.tokenizer.pad_token_id is None:
+        raise ModelError(
+            f"{model_dir}: the tokenizer has no pad token (Whisper pads with <|endoftext|>): "
+            'set "pad_token": "<|endoftext|>" in its tokenizer_config.json, or copy the '
+            "tokenizer files from the checkpoint it came from"
+        )
+    model_config = WhisperConfig.from_pretrained(model_dir)
+    # Packed windows need the timestamp tokens: a tokenizer saved without them gets them back.
+    add_timestamp_tokens(processor.tokenizer, model_config.vocab_size, model_dir)
+    n_mels = model_config.num_mel_bins
+    processor.feature_extractor = with_mel_bins(processor.feature_extractor, n_mels, model_dir)
+    processor.tokenizer.set_prefix_tokens(language=language, task=task, predict_timestamps=False)
+    return processor
+
+
+def check_generation_config(model_dir: Path, language: str) -> None:
+    """generate() forces the language through generation_config.json's lang_to_id table."""
+    path = Path(model_dir) / GENERATION_CONFIG
+    generation = read_json(path)
+    token = f"<|{language_code(language)}|>"
+    if token not in (generation.get("lang_to_id") or {}):
+        what = "no generation_config.json" if not path.is_file() else f"{path.name} has no {token}"
+        raise ModelError(
+            f"{model_dir}: {what} in its language table (lang_to_id), so Whisper cannot be "
+            "told to decode that language: copy generation_config.json from the Whisper "
+            "checkpoint this model came from"
+        )
+
+
+def with_mel_bins(
+    extractor: WhisperFeatureExtractor, n_mels: int | None, model_dir: Path
+) -> WhisperFeatureExtractor:
+    """The feature extractor at the model's mel bins (80, or 128 for large-v3 and turbo).
+
+    A processor saved from another size would feed 80 bins to a 128-bin model (a shape error
+    deep in the encoder) or the reverse; the filters depend only on the bin count, so rebuild.
+    """
+    from transformers import WhisperFeatureExtractor
+
+    if n_mels is None or extractor.feature_size == n_mels:
+        return extractor
+    logger.warning(
+        "%s: the feature extractor has %d mel bins but the model takes %d; using %d",
+        model_dir,
+        extractor.feature_size,
+        n_mels,
+        n_mels,
+    )
+    return WhisperFeatureExtractor(
+        feature_size=n_mels,
+        sampling_rate=extractor.sampling_rate,
+        hop_length=extractor.hop_length,
+        chunk_length=extractor.chunk_length,
+        n_fft=extractor.n_fft,
+    )
+
+
+def load_tokenizer(model_dir: Path) -> WhisperTokenizer:
+    """The directory's tokenizer, timestamp tokens included; a bare CTranslate2 dir
+    (tokenizer.json only) is rebuilt."""
+    if not (model_dir / "tokenizer_config.json").is_file():
+        return build_tokenizer(model_dir)
+    from transformers import WhisperTokenizer
+
+    tokenizer = WhisperTokenizer.from_pretrained(model_dir)
+    vocab_size = read_json(model_dir / MODEL_CONFIG).get("vocab_size")
+    if vocab_size is None and (model_dir / CT2_MODEL).is_file():
+        vocab_size = _model_bin_shape(model_dir, "decoder/embeddings/weight")[0]
+    if vocab_size is not None:
+        add_timestamp_tokens(tokenizer, int(vocab_size), model_dir)
+    return tokenizer
+
+
+def load_feature_extractor(model_dir: Path) -> WhisperFeatureExtractor:
+    """preprocessor_config.json (what CTranslate2 and faster-whisper read), else the processor's.
+
+    The mel filters follow the model: a processor saved for another model size (80 vs 128
+    mels) is rebuilt at the model's `num_mel_bins`, with a warning.
+    """
+    from transformers import WhisperFeatureExtractor
+
+    processor_config = read_json(model_dir / "processor_config.json")
+    if (model_dir / PREPROCESSOR_CONFIG).is_file():
+        path = model_dir / PREPROCESSOR_CONFIG
+        extractor = WhisperFeatureExtractor.from_json_file(str(path))
+    elif "feature_extractor" in processor_config:
+        extractor = WhisperFeatureExtractor(**processor_config["feature_extractor"])
+    elif (model_dir / CT2_MODEL).is_file():
+        return build_feature_extractor(model_dir)  # checked against model.bin's conv1 there
+    else:
+        raise ModelError(f"{model_dir}: no {PREPROCESSOR_CONFIG}, so no feature settings")
+    n_mels = read_json(model_dir / MODEL_CONFIG).get("num_mel_bins")
+    return with_mel_bins(extractor, n_mels, model_dir)
