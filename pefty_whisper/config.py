@@ -21,6 +21,7 @@ import yaml
 
 from pefty_whisper.errors import ConfigError
 from pefty_whisper.whisper.context import ContextMode
+from pefty_whisper.whisper.tokens import MAX_TARGET_POSITIONS
 
 NormalizeMode = Literal["spelling", "phonetic", "raw"]
 QuantMode = Literal["8bit", "4bit", "none"]
@@ -140,8 +141,9 @@ class TrainSection:
     """DeepSpeed config: zero2, zero2_offload, zero3 (ds_configs/), a JSON path, or none."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: less memory for more time."""
-    max_label_tokens: int = 448
-    """Whisper's decoder holds 448 positions; labels longer than this are dropped and counted."""
+    max_label_tokens: int = MAX_TARGET_POSITIONS
+    """Whisper's decoder holds 448 positions; labels longer than this are dropped and counted,
+    and packed windows close before their label would pass it."""
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.max_steps < 1:
@@ -283,10 +285,10 @@ RANGES: dict[str, Bounds] = {
     "train.logging_steps": Bounds(1),
     "train.save_total_limit": Bounds(1),
     "train.seed": Bounds(0),
-    "train.max_label_tokens": Bounds(1, 448),
+    "train.max_label_tokens": Bounds(1, MAX_TARGET_POSITIONS),
     "decode.batch_size": Bounds(1),
     "decode.beam_size": Bounds(1),
-    "decode.max_new_tokens": Bounds(1, 448),
+    "decode.max_new_tokens": Bounds(1, MAX_TARGET_POSITIONS),
 }
 
 

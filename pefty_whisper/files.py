@@ -279,13 +279,14 @@ def package_versions(*names: str) -> dict[str, str]:
 SHM = Path("/dev/shm")
 
 
-def check_shared_memory(workers: int, batch_size: int, n_mels: int = 80) -> None:
+def check_shared_memory(workers: int, batch_size: int, label_tokens: int, n_mels: int = 80) -> None:
     """Loader workers hand every batch to the main process through /dev/shm; when it is full
     (docker's default is 64 MB) a worker dies of SIGBUS or the main process waits on it.
     Refuse up front, with the way out, when it cannot hold the batches in flight."""
     if workers <= 0 or not SHM.is_dir():
         return
-    batch_bytes = batch_size * n_mels * 3000 * 4 + batch_size * 448 * 8  # 30 s features, labels
+    # 30 s of features and a label of label_tokens int64 ids per example.
+    batch_bytes = batch_size * n_mels * 3000 * 4 + batch_size * label_tokens * 8
     needed = 4 * workers * batch_bytes  # prefetch_factor 2 per worker, and room to spare
     free = shutil.disk_usage(SHM).free
     if free < needed:

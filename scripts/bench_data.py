@@ -129,11 +129,12 @@ def memory_child(manifest: Path, workers: int) -> None:
 
     from pefty_whisper.data.features import SpeechDataset, filter_utterances
     from pefty_whisper.data.manifest import read_manifest
+    from pefty_whisper.whisper.tokens import MAX_TARGET_POSITIONS
 
     processor = _processor()
     started = time.perf_counter()
     utterances = read_manifest(manifest).utterances
-    kept, _ = filter_utterances(utterances, processor, 30.0, 448)
+    kept, _ = filter_utterances(utterances, processor, 30.0, MAX_TARGET_POSITIONS)
     dataset = SpeechDataset(kept, processor)
     del utterances, kept
     load_s = time.perf_counter() - started

@@ -13,8 +13,6 @@ a quiet machine; it is a measurement, not a test.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -27,6 +25,9 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import machine_info, ratio  # noqa: E402
+from _common import markdown_table as common_table  # noqa: E402
+
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
 from pefty_whisper.data.prepare import prepare_kspon  # noqa: E402
 from pefty_whisper.demo.base import ensure_offline_base  # noqa: E402
@@ -34,6 +35,7 @@ from pefty_whisper.demo.pipeline import ensure_sample_corpus  # noqa: E402
 from pefty_whisper.evaluate.run import decode_utterances  # noqa: E402
 from pefty_whisper.inference import Transcriber, TranscriberOptions  # noqa: E402
 from pefty_whisper.metrics import score_corpus  # noqa: E402
+from pefty_whisper.whisper.model_dir import ModelDir  # noqa: E402
 
 BATCH_SIZE = 8
 # (label, backend, ct2 quantization, context); the first is the baseline.
@@ -82,7 +84,7 @@ def main(
         model_dir = model
         if backend == "ct2":
             model_dir = workdir / f"{model.name}-ct2-{quantization}"
-            if not (model_dir / "model.bin").is_file():
+            if not ModelDir(model_dir).is_ct2:
                 export_ct2(model, model_dir, quantization=quantization, force=True)
         options = TranscriberOptions(
             backend=backend,
@@ -94,7 +96,7 @@ def main(
         click.echo(f"{label}: {results[-1]}", err=True)
     click.echo(markdown_table(results))
     record = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine_info(),
         "model": str(model),
         "utterances": len(utterances),
         "batch_size": BATCH_SIZE,
@@ -131,18 +133,22 @@ def measure(
 
 def markdown_table(results: list[dict]) -> str:
     baseline = results[0]["seconds"]
-    lines = [
-        f"| run | utt/s | RTF | speed vs {results[0]['label']} | CER % | encoder s | decoder s "
-        "| features s |",
-        "|---|---|---|---|---|---|---|---|",
+    header = ["run", "utt/s", "RTF", f"speed vs {results[0]['label']}", "CER %", "encoder s"]
+    header += ["decoder s", "features s"]
+    rows = [
+        [
+            r["label"],
+            r["utterances_per_second"],
+            r["real_time_factor"],
+            ratio(baseline, r["seconds"]),
+            r["cer"],
+            r["encoder_s"],
+            r["decoder_s"],
+            r["features_s"],
+        ]  # fmt: skip
+        for r in results
     ]
-    for r in results:
-        lines.append(
-            f"| {r['label']} | {r['utterances_per_second']} | {r['real_time_factor']} | "
-            f"{baseline / r['seconds']:.2f}x | {r['cer']} | {r['encoder_s']} | "
-            f"{r['decoder_s']} | {r['features_s']} |"
-        )
-    return "\n".join(lines)
+    return common_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ Examples:
 from __future__ import annotations
 
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -36,10 +35,12 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import fmt, machine_info  # noqa: E402
+from _common import markdown_table as common_table  # noqa: E402
+
 from pefty_whisper.data.audio import AUDIO_SUFFIXES, SAMPLE_RATE, load_audio  # noqa: E402
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
-from pefty_whisper.files import package_versions  # noqa: E402
 from pefty_whisper.metrics import score_corpus  # noqa: E402
 
 BACKENDS = ("torch-fp32", "ct2-int8", "onnx-fp32", "onnx-int8")
@@ -212,36 +213,29 @@ def summarize(name: str, result: dict, audio_s: float, references: list) -> dict
     return row
 
 
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| backend | RTF | decode s | encoder s | decoder s | tokens | decoder ms/token "
-        "| load s | peak RSS MB | RSS growth at load MB | CER % | WER % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    header = [
+        "backend", "RTF", "decode s", "encoder s", "decoder s", "tokens", "decoder ms/token",
+        "load s", "peak RSS MB", "RSS growth at load MB", "CER %", "WER %",
+    ]  # fmt: skip
+    cells = [
+        [
+            r["backend"],
+            fmt(r["rtf"], 3),
+            fmt(r["decode_s"], 1),
+            fmt(r["encoder_s"], 1),
+            fmt(r["decoder_s"], 1),
+            r["generated_tokens"],
+            fmt(r["decoder_ms_per_token"], 1),
+            fmt(r["load_s"], 1),
+            fmt(r["peak_rss_mb"], 0),
+            fmt(r["model_rss_mb"], 0),
+            fmt(r["cer"]),
+            fmt(r["wer"]),
+        ]  # fmt: skip
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['backend']} | {_fmt(r['rtf'], 3)} | {_fmt(r['decode_s'], 1)} "
-            f"| {_fmt(r['encoder_s'], 1)} | {_fmt(r['decoder_s'], 1)} | {r['generated_tokens']} "
-            f"| {_fmt(r['decoder_ms_per_token'], 1)} | {_fmt(r['load_s'], 1)} "
-            f"| {_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['model_rss_mb'], 0)} "
-            f"| {_fmt(r['cer'])} | {_fmt(r['wer'])} |"
-        )
-    return "\n".join(lines)
-
-
-def machine_info() -> dict[str, Any]:
-    import os
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "packages": package_versions("ctranslate2", "onnxruntime", "onnx", "faster-whisper"),
-    }
+    return common_table(header, cells)
 
 
 @click.command(epilog="Example: python scripts/bench_export.py --csv data/eval_clean.csv")
@@ -338,7 +332,7 @@ def main(
         "utterances": len(paths),
         "audio_seconds": audio_s,
         "settings": settings,
-        "machine": machine_info(),
+        "machine": machine_info("ctranslate2", "onnxruntime", "onnx", "faster-whisper"),
         "exports": {
             name: {k: v for k, v in info.items() if k != "export"} | _parity(info)
             for name, info in exports.items()

@@ -106,7 +106,8 @@ def int8_inputs_kept() -> Iterator[None]:
 
 def save_random_whisper(out_dir: Path, size: str) -> Path:
     """A random-weight Whisper of `size` with a tiny vocabulary (no tokenizer needed)."""
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
+    from _common import random_whisper
+    from transformers import WhisperConfig
 
     dims = SIZES[size]
     config = WhisperConfig(
@@ -124,8 +125,7 @@ def save_random_whisper(out_dir: Path, size: str) -> Path:
         eos_token_id=2,
         decoder_start_token_id=1,
     )
-    torch.manual_seed(0)
-    WhisperForConditionalGeneration(config).save_pretrained(out_dir)
+    random_whisper(config).save_pretrained(out_dir)
     return out_dir
 
 

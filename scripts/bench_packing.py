@@ -47,11 +47,13 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import markdown_table as common_table  # noqa: E402
+
 from pefty_whisper.config import DataSection, load_config  # noqa: E402
 from pefty_whisper.data.manifest import read_manifest, write_manifest  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
 from pefty_whisper.files import package_versions  # noqa: E402
-from pefty_whisper.workspace import CONFIG_FILE, Workspace  # noqa: E402
+from pefty_whisper.workspace import CONFIG_FILE, EvalRecord, Workspace  # noqa: E402
 
 EVAL_SET = "eval_clean"
 PARTS = 5  # the sample corpus's five parts: 5 x 64 training utterances
@@ -198,22 +200,22 @@ def run_format(fmt: Format, workdir: Path, base: Path, data: tuple[Path, Path, P
     evaluate += ["-o", "model.context=full"]
     seconds["evaluate_torch"] = pefty(run_dir, "evaluate-torch", [*evaluate, "--backend", "torch"])
     seconds["evaluate_ct2"] = pefty(run_dir, "evaluate-ct2", [*evaluate, "--backend", "ct2"])
-    record = json.loads((run_dir / "adapters" / "round1" / "round.json").read_text())
+    record = Workspace.at(run_dir).round_record(1)
     return {
         "format": fmt.name,
         "summary": fmt.summary,
         "overrides": fmt.overrides,
         "batch_size": batch,
         "steps": steps,
-        "packing": record.get("packing"),
+        "packing": record.packing if record else None,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "evaluations": {e["backend"]: e for e in read_evaluations(run_dir)},
     }
 
 
 def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
-    paths = sorted((run_dir / "eval").glob(f"*/{EVAL_SET}*.json"))
-    return [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    labels = Workspace.at(run_dir).eval_labels()
+    return [EvalRecord.read(path).to_dict() for label, path in labels if label.set_name == EVAL_SET]
 
 
 def _cells(evaluation: dict[str, Any] | None) -> list[str]:
@@ -241,15 +243,15 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             "deleted",
             "silence chars",
         ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in results:
         packing = r["packing"] or {}
         per_example = packing["utterances"] / packing["windows"] if packing else 1.0
         cells = [r["format"], f"{r['steps']} x {r['batch_size']}", f"{per_example:.2f}"]
         for backend in ("torch", "ct2"):
             cells += _cells(r["evaluations"].get(backend))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return common_table(header, rows)
 
 
 @click.command(epilog="Example: python scripts/bench_packing.py --formats auto,packed-u30")

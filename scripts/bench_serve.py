@@ -41,10 +41,11 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pefty_whisper.data.espeak import Voice, synthesize  # noqa: E402
 from pefty_whisper.demo.base import ensure_offline_base  # noqa: E402
-from pefty_whisper.demo.speech import Voice, synthesize  # noqa: E402
 from pefty_whisper.inference import Transcriber, TranscriberOptions  # noqa: E402
 from pefty_whisper.metrics import score_utterance  # noqa: E402
+from pefty_whisper.whisper.model_dir import ModelDir  # noqa: E402
 
 RATE = 16_000
 SENTENCES = {
@@ -107,7 +108,7 @@ def bench_longform(base: Path, work: Path, language: str, max_new_tokens: int) -
     path = work / f"stitched-{language}.wav"
     soundfile.write(path, audio, RATE, subtype="PCM_16")
     ct2 = work / "base-ct2-int8"
-    if not (ct2 / "model.bin").is_file():
+    if not ModelDir(ct2).is_ct2:
         export_ct2(base, ct2, "int8", force=True)
     options = TranscriberOptions(language=language, max_new_tokens=max_new_tokens, device="cpu")
     runs = [
@@ -240,7 +241,7 @@ def bench(
         report["longform"] = bench_longform(base, workdir, language, max_new_tokens)
     if part in ("all", "serve"):
         ct2 = workdir / "base-ct2-int8"
-        if not (ct2 / "model.bin").is_file():
+        if not ModelDir(ct2).is_ct2:
             from pefty_whisper.export import export_ct2
 
             export_ct2(base, ct2, "int8", force=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -49,11 +48,13 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from _common import fmt, machine_info, ratio  # noqa: E402
+from _common import markdown_table as common_table  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
 from pefty_whisper.config import DataSection  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
-from pefty_whisper.files import package_versions  # noqa: E402
+from pefty_whisper.whisper.tokens import MAX_TARGET_POSITIONS  # noqa: E402
 from pefty_whisper.workspace import RoundRecord, Workspace  # noqa: E402
 
 BASELINE = "hf-full-ft"
@@ -87,7 +88,7 @@ LARGE_V3_ARCH: dict[str, Any] = {
     "encoder_ffn_dim": 5120,
     "decoder_ffn_dim": 5120,
     "max_source_positions": 1500,
-    "max_target_positions": 448,
+    "max_target_positions": MAX_TARGET_POSITIONS,
 }
 GB = 1024**3
 # ru_maxrss is in KiB on Linux and in bytes on macOS.
@@ -183,24 +184,18 @@ class StepTimer(TrainerCallback):
 
 
 def run_pefty_child(spec: RunSpec) -> dict[str, Any]:
-    """`pefty train` itself (the click command, in this process), with the step timer attached.
+    """`pefty train`'s own path (its plan and RoundTrainer, in this process), with the step
+    timer attached as a Trainer callback.
 
     Evaluation is pushed past the last step; the one pass left, at the end of training, is
     scored on 2 utterances after the last timestamp.
     """
-    from pefty_whisper import cli
-    from pefty_whisper.train import RoundTrainer
+    from pefty_whisper.errors import PeftyError
+    from pefty_whisper.train import default_round_plan, train_round
     from pefty_whisper.train.model import compute_dtype
+    from pefty_whisper.workspace import Workspace
 
     timer = StepTimer()
-    create_trainer = RoundTrainer.create_trainer
-
-    def create_trainer_with_timer(self: RoundTrainer, train: Any, valid: Any) -> Any:
-        trainer = create_trainer(self, train, valid)
-        trainer.add_callback(timer)
-        return trainer
-
-    RoundTrainer.create_trainer = create_trainer_with_timer  # type: ignore[method-assign]
     overrides = {
         "train.max_steps": spec.steps,
         "train.batch_size": spec.batch_size,
@@ -216,23 +211,16 @@ def run_pefty_child(spec: RunSpec) -> dict[str, Any]:
         "model.context": "full" if spec.context == "packed" else spec.context,
         "data.packing": "true" if spec.context == "packed" else "false",
     }
-    args = [
-        "train",
-        "--round", "1",
-        "--base", spec.base,
-        "--train", spec.train_csv,
-        "--valid", spec.valid_csv,
-        "--quant", spec.quant,
-        "--deepspeed", spec.deepspeed,
-        "--workdir", spec.run_dir,
-        "--force",
-    ]  # fmt: skip
-    for key, value in overrides.items():
-        args += ["-o", f"{key}={value}"]
+    overrides |= {"model.quant": spec.quant, "train.deepspeed": spec.deepspeed}
+    workspace = Workspace.at(spec.run_dir)
     try:
-        cli.main.main(args, prog_name="pefty", standalone_mode=False)
-    except click.ClickException as exc:
-        raise SystemExit(f"pefty train failed: {exc.format_message()}") from None
+        config = workspace.load_config(None, [f"{k}={v}" for k, v in overrides.items()])
+        plan = default_round_plan(
+            workspace, config, 1, spec.base, spec.train_csv, spec.valid_csv, force=True
+        )
+        train_round(workspace, config, plan, callbacks=[timer])
+    except PeftyError as exc:
+        raise SystemExit(f"pefty train failed: {exc}") from None
     result = timer.result(spec, str(compute_dtype("auto")).removeprefix("torch."))
     record = RoundRecord.read(Path(spec.run_dir) / "adapters" / "round1")
     packing = record.packing if record is not None else None
@@ -344,11 +332,11 @@ def build_random_whisper(base_dir: Path, out_dir: Path, arch: dict[str, Any]) ->
 
     Memory depends on shapes, not on weight values, so random weights measure the real model.
     """
+    from _common import random_whisper
     from transformers import (
         GenerationConfig,
         WhisperConfig,
         WhisperFeatureExtractor,
-        WhisperForConditionalGeneration,
         WhisperProcessor,
     )
 
@@ -357,8 +345,7 @@ def build_random_whisper(base_dir: Path, out_dir: Path, arch: dict[str, Any]) ->
     config = WhisperConfig.from_pretrained(base_dir)
     for key, value in arch.items():
         setattr(config, key, value)
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(config).to(torch.float16)
+    model = random_whisper(config).to(torch.float16)
     model.generation_config = GenerationConfig.from_pretrained(base_dir)
     partial = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
@@ -405,32 +392,10 @@ def run_config(spec: RunSpec) -> dict[str, Any]:
     result = json.loads(spec.result_path.read_text(encoding="utf-8"))
     result["wall_s"] = round(wall, 1)  # whole process: imports, loading, final validation too
     click.echo(
-        f"[bench] {spec.name}: {_fmt(result['samples_per_s'])} samples/s, "
+        f"[bench] {spec.name}: {fmt(result['samples_per_s'])} samples/s, "
         f"peak RSS {result['peak_rss_gb']:.2f} GB ({wall:.0f} s in all)"
     )
     return result
-
-
-def machine_info() -> dict[str, Any]:
-    cuda = torch.cuda.is_available()
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
-        "versions": package_versions("bitsandbytes", "deepspeed", "accelerate"),
-    }
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _ratio(value: float | None, reference: float | None) -> str:
-    return "n/a" if value is None or not reference else f"{value / reference:.2f}x"
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
@@ -443,11 +408,10 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     if cuda:
         header += ["peak CUDA GB", versus]
     header.append("trainable params")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for r in results:
         if "error" in r:
-            cells = [r["config"], *(["failed"] + ["-"] * (len(header) - 2))]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append([r["config"], *(["failed"] + ["-"] * (len(header) - 2))])
             continue
         own = r["config"] != LARGE_V3
         cells = [
@@ -455,24 +419,24 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             r["quant"],
             r["deepspeed"],
             r.get("context", "full"),
-            _fmt(r["samples_per_s"]),
-            _fmt(r.get("utterances_per_s", r["samples_per_s"])),
-            _ratio(r.get("utterances_per_s", r["samples_per_s"]), baseline.get("samples_per_s"))
+            fmt(r["samples_per_s"]),
+            fmt(r.get("utterances_per_s", r["samples_per_s"])),
+            ratio(r.get("utterances_per_s", r["samples_per_s"]), baseline.get("samples_per_s"))
             if own
             else "-",
-            _fmt(r["peak_rss_gb"]),
-            _ratio(r["peak_rss_gb"], baseline.get("peak_rss_gb")) if own else "-",
+            fmt(r["peak_rss_gb"]),
+            ratio(r["peak_rss_gb"], baseline.get("peak_rss_gb")) if own else "-",
         ]
         if cuda:
             cells += [
-                _fmt(r.get("peak_cuda_allocated_gb")),
-                _ratio(r.get("peak_cuda_allocated_gb"), baseline.get("peak_cuda_allocated_gb"))
+                fmt(r.get("peak_cuda_allocated_gb")),
+                ratio(r.get("peak_cuda_allocated_gb"), baseline.get("peak_cuda_allocated_gb"))
                 if own
                 else "-",
             ]
         cells.append(f"{r['trainable_params']:,d} of {r['total_params']:,d}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return common_table(header, rows)
 
 
 @click.command(epilog="Example: python scripts/bench_train.py --configs hf-full-ft,8bit-zero2")
@@ -579,7 +543,7 @@ def main(
         results.append(run_config(large_spec))
 
     report = {
-        "machine": machine_info(),
+        "machine": machine_info("bitsandbytes", "deepspeed", "accelerate"),
         "model": str(model),
         "data": str(train_csv),
         "steps": steps,

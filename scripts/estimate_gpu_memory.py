@@ -59,7 +59,8 @@ ENCODER_TOKENS = 1500  # 30 s of audio; model.context: auto shrinks this to the 
 
 
 def build_on_meta(dims: dict[str, int]) -> torch.nn.Module:
-    from transformers import WhisperConfig, WhisperForConditionalGeneration
+    from _common import random_whisper
+    from transformers import WhisperConfig
 
     config = WhisperConfig(
         vocab_size=51866 if dims["n_mels"] == 128 else 51865,
@@ -72,8 +73,7 @@ def build_on_meta(dims: dict[str, int]) -> torch.nn.Module:
         encoder_ffn_dim=4 * dims["d_model"],
         decoder_ffn_dim=4 * dims["d_model"],
     )
-    with torch.device("meta"):
-        return WhisperForConditionalGeneration(config)
+    return random_whisper(config, device="meta")
 
 
 def lora_parameters(model: torch.nn.Module, lora: LoraSection) -> int:

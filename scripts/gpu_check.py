@@ -61,7 +61,7 @@ LABEL_TOKENS = 112
 HOOKED_CLI = r"""
 import atexit, json, os, sys
 import deepspeed.runtime.engine as engine
-import pefty_whisper.train as train
+import pefty_whisper.train.recipe as train
 seen = {"train_frames": [], "eval_frames": [], "optimizer": None}
 context = train.allow_short_context
 def recording_context(model):
@@ -310,10 +310,11 @@ class Check:
             "tail": lines[-6:],
             "sigabrt": "terminate called" in output,
         }
-        record = work / "adapters" / "round1" / "round.json"
-        if record.is_file():
-            data = json.loads(record.read_text())
-            result.update(steps=data.get("steps"), world_size=data.get("world_size"))
+        from pefty_whisper.workspace import Workspace
+
+        record = Workspace.at(work).round_record(1)
+        if record is not None:
+            result.update(steps=record.steps, world_size=record.world_size)
         return result
 
     # -- models and data -----------------------------------------------------------------------
@@ -323,17 +324,10 @@ class Check:
         out = self.work / f"base-{name}"
         if (out / "config.json").is_file():
             return out
-        import torch
-        from transformers import WhisperForConditionalGeneration
+        from _common import save_random_whisper, whisper_dims
 
         from pefty_whisper.demo.weights import offline_base_tokenizer_dir
-        from pefty_whisper.whisper.processor import (
-            WhisperDims,
-            build_generation_config,
-            build_processor,
-            whisper_config,
-            write_preprocessor_config,
-        )
+        from pefty_whisper.whisper.processor import build_processor
 
         processor = build_processor(
             offline_base_tokenizer_dir(),
@@ -341,41 +335,15 @@ class Check:
             language="korean",
             task="transcribe",
         )
-        whisper_dims = WhisperDims(
-            n_mels=dims["n_mels"],
-            d_model=dims["d_model"],
-            vocab_size=dims["vocab_size"],
-            encoder_layers=dims["layers"],
-            decoder_layers=dims["layers"],
-            encoder_attention_heads=dims["heads"],
-            decoder_attention_heads=dims["heads"],
-            encoder_ffn_dim=4 * dims["d_model"],
-            decoder_ffn_dim=4 * dims["d_model"],
-            max_source_positions=1500,
-            max_target_positions=448,
+        shapes = whisper_dims(
+            dims["n_mels"], dims["d_model"], dims["layers"], dims["heads"], dims["vocab_size"]
         )
-        torch.manual_seed(0)
-        with torch.device(self.device):
-            model = WhisperForConditionalGeneration(
-                whisper_config(whisper_dims, processor.tokenizer, tied=True)
-            )
-        if randomize:  # a tiny model must move its tokens for validation to decode anything
-            with torch.no_grad():
-                for key, param in model.named_parameters():
-                    shift = 1.0 if key.endswith("layer_norm.weight") else 0.0
-                    param.copy_(torch.randn_like(param) * 0.05 + shift)
-        model.generation_config = build_generation_config(
-            processor.tokenizer,
-            max_length=448,
-            num_decoder_layers=whisper_dims.decoder_layers,
-            num_decoder_heads=whisper_dims.decoder_attention_heads,
-            language="korean",
-            task="transcribe",
+        import torch
+
+        # A tiny model must move its tokens for validation to decode anything.
+        save_random_whisper(
+            out, shapes, processor, randomize=randomize, dtype=torch.float16, device=self.device
         )
-        model.half().save_pretrained(out)
-        processor.save_pretrained(out)
-        write_preprocessor_config(out, processor.feature_extractor)
-        del model
         gc.collect()
         return out
 

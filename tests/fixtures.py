@@ -13,22 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from _common import save_random_whisper
 from transformers import (
     WhisperConfig,
     WhisperFeatureExtractor,
-    WhisperForConditionalGeneration,
     WhisperProcessor,
 )
 
 from pefty_whisper.demo.weights import offline_base_ct2_files_available, offline_base_tokenizer_dir
-from pefty_whisper.whisper.processor import (
-    WhisperDims,
-    build_generation_config,
-    build_processor,
-    whisper_config,
-    write_preprocessor_config,
-)
+from pefty_whisper.whisper.processor import WhisperDims, build_processor
 
 TINY_DIMS = {
     "d_model": 64,
@@ -74,41 +67,16 @@ def _processor_for(n_mels: int) -> WhisperProcessor:
     )
 
 
-def _randomize(model: WhisperForConditionalGeneration, seed: int) -> None:
-    # Every tensor gets distinct random values (layer norms too, which init to 1 and 0), so a
-    # test that compares weights would notice any two of them swapped or aliased.
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            noise = torch.randn(param.shape, generator=generator) * 0.05
-            param.copy_(noise + 1.0 if name.endswith("layer_norm.weight") else noise)
-
-
 def save_tiny_whisper(out_dir: Path, seed: int = 0, n_mels: int = 80) -> Path:
     """A tiny random multilingual Whisper checkpoint that loads like a real one.
 
     d_model 64, 2+2 layers, 4 heads, ffn 128, the full 51,865-token vocabulary; weights,
     processor, generation config (Korean transcription by default) and the
-    preprocessor_config.json CTranslate2 needs.
+    preprocessor_config.json CTranslate2 needs (scripts/_common.py builds it, as for the
+    benchmarks).
     """
-    out_dir = Path(out_dir)
-    processor = _processor_for(n_mels)
     dims = WhisperDims(n_mels=n_mels, **TINY_DIMS)
-    torch.manual_seed(seed)
-    model = WhisperForConditionalGeneration(whisper_config(dims, processor.tokenizer, tied=True))
-    _randomize(model, seed)
-    model.generation_config = build_generation_config(
-        processor.tokenizer,
-        max_length=dims.max_target_positions,
-        num_decoder_layers=dims.decoder_layers,
-        num_decoder_heads=dims.decoder_attention_heads,
-        language="korean",
-        task="transcribe",
-    )
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    write_preprocessor_config(out_dir, processor.feature_extractor)
-    return out_dir
+    return save_random_whisper(Path(out_dir), dims, _processor_for(n_mels), seed=seed)
 
 
 def clip(seconds: float, pitch: float, seed: int) -> np.ndarray:

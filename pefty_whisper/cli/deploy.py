@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pefty_whisper.cli.group import main, workspace_options
+from pefty_whisper.cli.group import load_workspace, main, workspace_options
 from pefty_whisper.errors import PeftyError
 
 
@@ -61,10 +61,8 @@ def export(
       pefty export --format onnx --quantization int8
     """
     from pefty_whisper.export import export_model
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    config = workspace.load_config(config_path, overrides)
+    workspace, config = load_workspace(workdir, config_path, overrides)
     report = export_model(workspace, config, model, fmt, quantization, out, force)
     agreement = f"{report.identical_transcripts}/{report.probe_utterances} identical transcripts"
     if report.cer_difference is not None:
@@ -119,11 +117,10 @@ def transcribe(
     """
     from pefty_whisper.inference import transcribe_paths
     from pefty_whisper.inference.formats import format_transcriptions
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    options = [f"decode.{k}={v}" for k, v in (("longform", longform), ("vad", vad)) if v]
-    config = workspace.load_config(config_path, (*overrides, *options))
+    workspace, config = load_workspace(
+        workdir, config_path, overrides, {"decode.longform": longform, "decode.vad": vad}
+    )
     report = transcribe_paths(workspace, config, model, audio, backend or "auto")
     if report.transcriptions:
         click.echo(format_transcriptions(report.transcriptions, output_format))
@@ -163,10 +160,8 @@ def serve(
       curl -F file=@call.wav http://127.0.0.1:8000/v1/audio/transcriptions
     """
     from pefty_whisper.serve import serve as serve_model
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    config = workspace.load_config(config_path, overrides)
+    workspace, config = load_workspace(workdir, config_path, overrides)
     serve_model(workspace, config, model, host, port, backend or "auto")
 
 

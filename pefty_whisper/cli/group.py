@@ -6,14 +6,18 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pefty_whisper import __version__
 from pefty_whisper.errors import PeftyError
+
+if TYPE_CHECKING:
+    from pefty_whisper.config import Config
+    from pefty_whisper.workspace import Workspace
 
 T = TypeVar("T")
 
@@ -101,6 +105,22 @@ def workspace_options(command: Callable[..., Any]) -> Callable[..., Any]:
         return command(*args, **kwargs)
 
     return wrapper
+
+
+def load_workspace(
+    workdir: Path | None,
+    config_path: Path | None,
+    overrides: Sequence[str],
+    flags: Mapping[str, object] | None = None,
+) -> tuple[Workspace, Config]:
+    """The workspace and its config: pefty.yaml (or --config), then the -o overrides, then the
+    command's own flags. A flag is a config path (`--quant` is model.quant) and becomes one more
+    override, so it is validated, typed and recorded exactly like `-o model.quant=...`."""
+    from pefty_whisper.workspace import Workspace
+
+    workspace = Workspace.at(workdir)
+    given = [f"{key}={value}" for key, value in (flags or {}).items() if value is not None]
+    return workspace, workspace.load_config(config_path, (*overrides, *given))
 
 
 def progress_bar(items: Sequence[T], label: str) -> Iterable[T]:

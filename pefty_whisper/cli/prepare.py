@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from pefty_whisper.cli.group import main, progress_bar, workspace_options
+from pefty_whisper.cli.group import load_workspace, main, progress_bar, workspace_options
 
 
 @main.group()
@@ -70,14 +70,12 @@ def prepare_kspon_command(
     Example:
       pefty prepare kspon --root /data/KsponSpeech -o data.test_ratio=0.1
     """
-    from dataclasses import replace
-
     from pefty_whisper.data.prepare import prepare_kspon
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    config = workspace.load_config(config_path, overrides)
-    data = replace(config.data, normalize=normalize) if normalize else config.data
+    workspace, config = load_workspace(
+        workdir, config_path, overrides, {"data.normalize": normalize}
+    )
+    data = config.data
     report = prepare_kspon(
         root, out or workspace.data_dir, data, scripts_dir=scripts_dir, track=progress_bar
     )
@@ -185,10 +183,8 @@ def prepare_hf_command(
       pefty prepare hf google/fleurs --subset ko_kr --split test --name fleurs_ko
     """
     from pefty_whisper.data.prepare import prepare_hf
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    config = workspace.load_config(config_path, overrides)
+    workspace, config = load_workspace(workdir, config_path, overrides)
     report = prepare_hf(
         source,
         workspace.data_dir,
@@ -217,10 +213,8 @@ def _run_generic_prepare(
     config_path: Path | None,
     overrides: tuple[str, ...],
 ) -> None:
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    config = workspace.load_config(config_path, overrides)
+    workspace, config = load_workspace(workdir, config_path, overrides)
     report = prepare_function(
         src, out or workspace.data_dir, name, config.data, normalize, split, track=progress_bar
     )

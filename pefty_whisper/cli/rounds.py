@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pefty_whisper.cli.group import main, workspace_options
+from pefty_whisper.cli.group import load_workspace, main, workspace_options
 from pefty_whisper.errors import PeftyError
 
 
@@ -81,18 +81,12 @@ def train(
       deepspeed --num_gpus 2 --module pefty_whisper.cli train --round 2   # 2 GPUs
       torchrun --nproc_per_node 2 -m pefty_whisper.cli train --round 2
     """
-    from dataclasses import replace
-
     from pefty_whisper.train import default_round_plan, train_round
     from pefty_whisper.train.checkpoints import is_main_process
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    config = workspace.load_config(config_path, overrides)
-    if quant:
-        config = replace(config, model=replace(config.model, quant=quant))
-    if deepspeed:
-        config = replace(config, train=replace(config.train, deepspeed=deepspeed))
+    workspace, config = load_workspace(
+        workdir, config_path, overrides, {"model.quant": quant, "train.deepspeed": deepspeed}
+    )
     plan = default_round_plan(
         workspace, config, round_index, base, train_csv, valid_csv, resume=resume, force=force
     )
@@ -167,10 +161,8 @@ def merge(
       pefty merge --round 2 --dtype float16
     """
     from pefty_whisper.merge import merge_round
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    config = workspace.load_config(config_path, overrides)
+    workspace, config = load_workspace(workdir, config_path, overrides)
     report = merge_round(workspace, config, round_index, adapter_dir, out, dtype, force)
     click.echo(
         f"{report.out_dir} written ({report.dtype}, max logit diff "
@@ -250,13 +242,13 @@ def evaluate(
       pefty evaluate --set english.csv --language en --no-longform   # forgetting
     """
     from pefty_whisper.evaluate import evaluate_set
-    from pefty_whisper.workspace import Workspace
 
-    workspace = Workspace.at(workdir)
-    config = workspace.load_config(config_path, overrides)
+    workspace, config = load_workspace(
+        workdir, config_path, overrides, {"decode.batch_size": batch_size}
+    )
     with _EvalProgress() as progress:
         report = evaluate_set(
-            workspace, config, set_name, model, backend, limit, batch_size, progress.update,
+            workspace, config, set_name, model, backend, limit, None, progress.update,
             longform=longform, language=language,
         )  # fmt: skip
     click.echo(

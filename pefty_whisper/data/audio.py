@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from pefty_whisper.errors import DataError
+from pefty_whisper.whisper.context import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 PCM_SUFFIX = ".pcm"
 # What soundfile (libsndfile) decodes; mp3 needs libsndfile >= 1.1, which the soundfile wheel has.
 SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pefty_whisper.demo.speech import Voice, synthesize
+from pefty_whisper.data.espeak import Voice, synthesize
 from pefty_whisper.errors import DataError
 from pefty_whisper.files import atomic_write_text
 

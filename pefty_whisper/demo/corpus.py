@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pefty_whisper.data.audio import SAMPLE_RATE
+from pefty_whisper.data.espeak import require_espeak
 from pefty_whisper.demo.sentences import (
     NUM_PARTS,
     SampleCorpusSpec,
@@ -24,7 +25,7 @@ from pefty_whisper.demo.sentences import (
     check_spec,
     sentence_pools,
 )
-from pefty_whisper.demo.speech import render_audio, require_espeak, to_pcm_bytes
+from pefty_whisper.demo.speech import render_audio, to_pcm_bytes
 from pefty_whisper.errors import DataError
 
 logger = logging.getLogger(__name__)

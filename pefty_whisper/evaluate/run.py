@@ -165,9 +165,7 @@ def evaluate_set(
     return report
 
 
-def _other_context(
-    workspace: Workspace, config: Config, label: str, context: str
-) -> str | None:
+def _other_context(workspace: Workspace, config: Config, label: str, context: str) -> str | None:
     """The context a round was decoded at, where it is not the round's own (the one it was
     trained with, else the config's): kept apart as <set>@context-auto. A conversion or an
     export is apart by its label already; its context is in its record."""

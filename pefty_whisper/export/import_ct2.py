@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pefty_whisper.errors import ModelError
 from pefty_whisper.files import atomic_directory
 from pefty_whisper.whisper.ct2_file import Ct2ModelFile
+from pefty_whisper.whisper.model_dir import CT2_MODEL, MODEL_CONFIG
 from pefty_whisper.whisper.processor import (
     WhisperDims,
     build_generation_config,
@@ -85,13 +86,13 @@ def open_ct2_whisper(ct2_dir: Path) -> Ct2ModelFile:
         raise ModelError(
             f"{ct2_dir} is not a directory: pass a CTranslate2 Whisper model directory"
         )
-    for required in ("model.bin", "config.json"):
+    for required in (CT2_MODEL, MODEL_CONFIG):
         if not (ct2_dir / required).is_file():
             raise ModelError(
                 f"{ct2_dir} has no {required}: not a CTranslate2 model directory "
                 "(expected model.bin, config.json and tokenizer.json)"
             )
-    model = Ct2ModelFile(ct2_dir / "model.bin")
+    model = Ct2ModelFile(ct2_dir / CT2_MODEL)
     if model.spec_name != CT2_SPEC_NAME:
         raise ModelError(
             f"{ct2_dir} holds a CTranslate2 {model.spec_name} model, not Whisper ({CT2_SPEC_NAME})"

@@ -79,7 +79,7 @@ def probe_or_default(
 def synthesize_probe() -> tuple[list[np.ndarray], str]:
     """A small deterministic probe: espeak-ng Korean sentences if installed, else tones."""
     if shutil.which("espeak-ng"):
-        from pefty_whisper.demo.speech import Voice, synthesize
+        from pefty_whisper.data.espeak import Voice, synthesize
 
         try:
             return [synthesize(s, Voice("ko", 150, 50)) for s in PROBE_SENTENCES], "espeak-ng"

@@ -48,9 +48,9 @@ logger = logging.getLogger(__name__)
 class Transcriber:
     """Loads a model once and serves many calls, so a server can hold it."""
 
-    def __init__(self, model_dir: Path, options: TranscriberOptions = TranscriberOptions()) -> None:
+    def __init__(self, model_dir: Path, options: TranscriberOptions | None = None) -> None:
         self.model_dir = Path(model_dir)
-        self.options = options
+        self.options = options = options or TranscriberOptions()
         _check_options(options)
         directory = ModelDir(self.model_dir)
         detected = directory.backend

@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from pefty_whisper.config import LoraSection, ModelSection, Precision, QuantMode
-from pefty_whisper.errors import ModelError
 
 if TYPE_CHECKING:
     from peft import PeftModel
     from transformers import (
-        WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
         WhisperProcessor,
     )

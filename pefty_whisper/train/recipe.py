@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pefty_whisper.config import Config, config_to_dict, dump_config
+from pefty_whisper.config import Config, config_to_dict
 from pefty_whisper.data.features import (
     FilterReport,
     SpeechCollator,
@@ -37,39 +36,28 @@ from pefty_whisper.data.features import (
 from pefty_whisper.data.manifest import Manifest, Utterance, read_manifest
 from pefty_whisper.data.mixing import (
     MixedDataset,
-    MixEntry,
-    TrainSet,
-    check_distinct,
     mix_datasets,
 )
 from pefty_whisper.data.packing import (
-    PackedDataset,
-    PackedSets,
     packed_mixed_set,
     packed_training_set,
     packing_summary,
 )
 from pefty_whisper.data.table import UtteranceTable
-from pefty_whisper.errors import ConfigError, DataError, PeftyError
+from pefty_whisper.errors import DataError
 from pefty_whisper.files import (
     atomic_write_text,
     check_shared_memory,
     disk_full_error,
-    exclusive_lock,
     is_disk_full,
     package_versions,
-    replace_directory,
     weights_hash,
 )
 from pefty_whisper.metrics import score_corpus
 from pefty_whisper.train.checkpoints import (
     ensure_process_group_env,
-    is_main_process,
-    last_complete_checkpoint,
-    share_from_rank_zero,
-    verify_checkpoint,
 )
-from pefty_whisper.train.deepspeed import DEEPSPEED_PRESETS, deepspeed_config  # noqa: F401
+from pefty_whisper.train.deepspeed import deepspeed_config
 from pefty_whisper.train.model import (
     attach_lora,
     compute_dtype,
@@ -77,6 +65,8 @@ from pefty_whisper.train.model import (
     enforce_language,
     load_base_model,
 )
+from pefty_whisper.train.output import RoundOutput
+from pefty_whisper.train.plan import RoundPlan
 from pefty_whisper.train.trainer import end_process_group, round_trainer_class, token_mean_loss
 from pefty_whisper.whisper.context import allow_short_context
 from pefty_whisper.whisper.model_dir import resolve_model_dir
@@ -90,32 +80,9 @@ from pefty_whisper.workspace import (
 )
 
 if TYPE_CHECKING:
-    from transformers import EvalPrediction, Seq2SeqTrainer
+    from transformers import EvalPrediction, Seq2SeqTrainer, TrainerCallback
 
 logger = logging.getLogger(__name__)
-
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
-CHECKPOINTS = "checkpoints"
-LOGS = "logs"
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """What one `pefty train` call resolved: which round, on which base, with which data."""
-
-    round_index: int
-    base: str  # as the user gave it: a workspace path or a hub id
-    train_csv: Path  # the round's own training set
-    valid_csv: Path
-    resume: bool = False
-    force: bool = False
-    train_share: float | None = None  # its share of each epoch when sets are mixed in
-    mixed: tuple[TrainSet, ...] = ()  # sets mixed in: `--train B:0.1`, data.mix
-
-    @property
-    def train_sets(self) -> tuple[TrainSet, ...]:
-        """Every training set of the round, its own first."""
-        return (TrainSet(self.train_csv, self.train_share), *self.mixed)
 
 
 @dataclass(frozen=True)
@@ -132,115 +99,111 @@ class RoundResult:
     valid_filter: FilterReport
 
 
-def default_round_plan(
-    workspace: Workspace,
-    config: Config,
-    round_index: int,
-    base: str | None = None,
-    train_csv: str | Sequence[str] | None = None,
-    valid_csv: str | None = None,
-    resume: bool = False,
-    force: bool = False,
-) -> RoundPlan:
-    """Round 1 trains the configured base; round N the merged model of round N-1.
+@dataclass(frozen=True)
+class RoundDatasets:
+    """What `load_dataset` builds: the round's training and validation sets, the manifests
+    they came from, and what the filters dropped (for round.json)."""
 
-    `train_csv` is one or more NAME[:share] (the first is the round's own set, default part N);
-    the config's `data.mix` sets are added after them.
-    """
-    if round_index < 1:
-        raise ConfigError(f"--round must be 1 or more; got {round_index}")
-    if base is None:
-        base = config.model.base if round_index == 1 else workspace.merged_ref(round_index - 1)
-    given = [train_csv] if isinstance(train_csv, str) else list(train_csv or ())
-    entries = [MixEntry.parse(text) for text in (*given, *config.data.mix)]
-    sets = [TrainSet(workspace.manifest_path(e.name), e.share) for e in entries]
-    if not given:
-        sets.insert(0, TrainSet(workspace.round_manifest(round_index, "train")))
-    check_distinct(sets)
-    return RoundPlan(
-        round_index=round_index,
-        base=base,
-        train_csv=sets[0].path,
-        train_share=sets[0].share,
-        mixed=tuple(sets[1:]),
-        valid_csv=workspace.manifest_path(valid_csv)
-        if valid_csv
-        else workspace.round_manifest(round_index, "test"),
-        resume=resume,
-        force=force,
-    )
+    train: Any  # SpeechDataset, MixedDataset, PackedDataset or PackedSets
+    valid: SpeechDataset
+    manifests: tuple[Manifest, ...]  # the training sets, the round's own first
+    filters: tuple[FilterReport, ...]  # one per training manifest
+    valid_manifest: Manifest
+    valid_filter: FilterReport
+    mixture: MixedDataset | None = None  # the draw of each set, when sets are mixed
+
+    def round_data(self) -> RoundData:
+        """The data of round.json: each training set with its share and draw when mixed."""
+        records = [_data_record(m, f) for m, f in zip(self.manifests, self.filters, strict=True)]
+        if self.mixture is not None:
+            records = self.mixture.with_draws(records)
+        validation = _data_record(self.valid_manifest, self.valid_filter)
+        return RoundData(train=records[0], validation=validation, mixed=tuple(records[1:]))
 
 
 class RoundTrainer:
-    """Runs one round: base -> 8-bit -> LoRA -> Seq2SeqTrainer (+ DeepSpeed) -> best adapter."""
+    """Runs one round: base -> 8-bit -> LoRA -> Seq2SeqTrainer (+ DeepSpeed) -> best adapter.
 
-    def __init__(self, config: Config, workspace: Workspace, plan: RoundPlan) -> None:
+    The setup steps run in a fixed order and each returns what it builds (`load_dataset`,
+    `load_model`, `create_trainer`); `run` strings them together. `callbacks` are Trainer
+    callbacks added to the round's Seq2SeqTrainer (a benchmark's step timer, a user's logger).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        workspace: Workspace,
+        plan: RoundPlan,
+        callbacks: Sequence[TrainerCallback] = (),
+    ) -> None:
         self.config = config
         self.workspace = workspace
         self.plan = plan
-        self.adapter_dir = workspace.adapter_dir(plan.round_index)
-        # Where this run writes: adapters/roundN, or its staging directory under --force.
-        self.work_dir = self.adapter_dir
+        self.callbacks = tuple(callbacks)
+        self.output = RoundOutput(workspace, plan.round_index, plan.resume, plan.force)
         self.ds_config = deepspeed_config(config.train.deepspeed, config.model.quant)
         self.base_dir = resolve_model_dir(plan.base, workspace.root)
         self.processor = load_processor(self.base_dir, config.model.language, config.model.task)
-        self.model: Any = None
-        self.train_manifest: Manifest | None = None
-        self.valid_manifest: Manifest | None = None
-        self.mixed_manifests: list[Manifest] = []  # training sets mixed into the round's own
-        self.mixed_filters: list[FilterReport] = []
-        self.train_dataset: SpeechDataset | MixedDataset | PackedDataset | PackedSets | None = None
-        self.mixture: MixedDataset | None = None  # the draw of each set, when sets are mixed
-        self.train_filter = FilterReport()
-        self.valid_filter = FilterReport()
-        self.resumed_from: str | None = None
-        self.parameter_counts = (0, 0)  # (trainable, total), counted once the model is built
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.output.final
 
     # -- data ---------------------------------------------------------------------------------
 
-    def load_dataset(self) -> tuple[SpeechDataset | MixedDataset, SpeechDataset]:
+    def load_dataset(self) -> RoundDatasets:
         """Read the round's manifests; bad rows, over-long audio and labels are counted.
 
-        Returns the (train, validation) datasets; several training sets are mixed by share.
+        Several training sets are mixed by share; with data.packing the utterances become
+        packed 30 s windows.
         """
-        manifests = [read_manifest(s.path) for s in self.plan.train_sets]
-        self.train_manifest, self.mixed_manifests = manifests[0], manifests[1:]
-        self.valid_manifest = read_manifest(self.plan.valid_csv)
+        manifests = tuple(read_manifest(s.path) for s in self.plan.train_sets)
+        valid_manifest = read_manifest(self.plan.valid_csv)
         parts, filters = zip(*(self.prepare_dataset(m.utterances) for m in manifests), strict=True)
-        self.train_filter, self.mixed_filters = filters[0], list(filters[1:])
-        train: SpeechDataset | MixedDataset | PackedDataset | PackedSets = parts[0]
-        if self.mixed_manifests:
-            self.mixture = mix_datasets(parts, self.plan.train_sets, seed=self.config.train.seed)
-            train = self.mixture
+        train: Any = parts[0]
+        mixture = None
+        tokenizer, max_tokens = self.processor.tokenizer, self.max_label_tokens
+        if len(manifests) > 1:
+            mixture = mix_datasets(parts, self.plan.train_sets, seed=self.config.train.seed)
+            train = mixture
             if self.config.data.packing:
-                train = packed_mixed_set(self.mixture, self.processor.tokenizer, self.config)
+                train = packed_mixed_set(mixture, tokenizer, self.config, max_tokens)
         elif self.config.data.packing:
-            train = packed_training_set(parts[0].utterances, self.processor.tokenizer, self.config)
-        self.train_dataset = train
+            train = packed_training_set(
+                parts[0].utterances, tokenizer, self.config, max_tokens=max_tokens
+            )
         # Shortest first: each validation batch then has a short context (model.context: auto)
         # and transcripts of similar length, so generate wastes few steps.
-        subset = self._eval_subset(self.valid_manifest.utterances)
+        subset = self._eval_subset(valid_manifest.utterances)
         order = np.argsort(subset.durations_or_zero(), kind="stable")
-        valid, self.valid_filter = self.prepare_dataset(subset.take(order))
+        valid, valid_filter = self.prepare_dataset(subset.take(order))
         for name, manifest, kept in (
-            ("train", self.train_manifest, parts[0]),
-            ("validation", self.valid_manifest, valid),
+            ("train", manifests[0], parts[0]),
+            ("validation", valid_manifest, valid),
         ):
             if len(kept) == 0:
                 raise DataError(f"{manifest.path}: no usable utterances for {name}")
         logger.info(
             "train: %d examples (%.2f h); validation: %d",
             len(train),
-            self.train_manifest.hours,
+            manifests[0].hours,
             len(valid),
         )
-        return train, valid
+        return RoundDatasets(
+            train, valid, manifests, tuple(filters), valid_manifest, valid_filter, mixture
+        )
+
+    @functools.cached_property
+    def max_label_tokens(self) -> int:
+        """train.max_label_tokens, within the base's decoder positions (the one label cap of
+        single utterances and packed windows alike)."""
+        return min(self.config.train.max_label_tokens, self.model_config.max_target_positions)
 
     def prepare_dataset(
         self, utterances: Sequence[Utterance]
     ) -> tuple[SpeechDataset, FilterReport]:
-        """Drop what Whisper cannot take (over 30 s, over 448 label tokens); features come later."""
-        max_tokens = min(self.config.train.max_label_tokens, self.model_config.max_target_positions)
+        """Drop what Whisper cannot take (over 30 s, over the label cap); features come later."""
+        max_tokens = self.max_label_tokens
         kept, report = filter_utterances(
             utterances, self.processor, self.config.data.max_duration_s, max_tokens
         )
@@ -266,17 +229,6 @@ class RoundTrainer:
         chosen = sorted(random.Random(self.config.train.seed).sample(range(len(table)), limit))
         return table.take(chosen)
 
-    def round_data(self) -> RoundData:
-        """The data of round.json: each training set with its share and draw when mixed."""
-        assert self.train_manifest is not None and self.valid_manifest is not None
-        manifests = [self.train_manifest, *self.mixed_manifests]
-        filters = [self.train_filter, *self.mixed_filters]
-        records = [_data_record(m, f) for m, f in zip(manifests, filters, strict=True)]
-        if self.mixture is not None:
-            records = self.mixture.with_draws(records)
-        validation = _data_record(self.valid_manifest, self.valid_filter)
-        return RoundData(train=records[0], validation=validation, mixed=tuple(records[1:]))
-
     @functools.cached_property
     def model_config(self) -> Any:
         """The base's WhisperConfig, read once (prepare_dataset runs for train and validation)."""
@@ -301,25 +253,26 @@ class RoundTrainer:
         scores = score_corpus(references, hypotheses)
         return {"cer": scores.cer, "cer_with_spaces": scores.cer_with_spaces, "wer": scores.wer}
 
-    def enforce_fine_tune_lang(self) -> None:
+    def enforce_fine_tune_lang(self, model: Any) -> None:
         """Korean transcription in the labels and in the saved generation config."""
-        enforce_language(self.model, self.processor, self.config.model)
+        enforce_language(model, self.processor, self.config.model)
 
-    def load_model(self) -> None:
+    def load_model(self) -> Any:
+        """The frozen base at model.quant with LoRA attached (the model the Trainer trains)."""
         base = load_base_model(self.base_dir, self.config.model.quant, self.config.train.precision)
         allow_short_context(base)
-        self.model = base
-        self.enforce_fine_tune_lang()
-        self.model = attach_lora(base, self.config.lora, self.config.train.gradient_checkpointing)
-        trainable, total = self.parameter_counts = count_parameters(self.model)
+        self.enforce_fine_tune_lang(base)
+        model = attach_lora(base, self.config.lora, self.config.train.gradient_checkpointing)
+        trainable, total = count_parameters(model)
         logger.info(
             "trainable parameters: %s of %s (%.2f%%)",
             f"{trainable:,d}",
             f"{total:,d}",
             100 * trainable / max(total, 1),
         )
+        return model
 
-    def create_trainer(self, train: SpeechDataset, valid: SpeechDataset) -> Seq2SeqTrainer:
+    def create_trainer(self, model: Any, data: RoundDatasets) -> Seq2SeqTrainer:
         from transformers import Seq2SeqTrainingArguments
 
         t, m = self.config.train, self.config.model
@@ -327,9 +280,9 @@ class RoundTrainer:
         workers = resolve_num_workers(self.config.data.num_workers)
         logger.info("loader workers: %d; log-mel on the GPU: %s", workers, log_mel_on_gpu())
         # The Trainer's TensorBoard callback reads its directory from this variable only.
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.work_dir / LOGS)
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.output.logs)
         args = Seq2SeqTrainingArguments(
-            output_dir=str(self.work_dir / CHECKPOINTS),
+            output_dir=str(self.output.checkpoints),
             per_device_train_batch_size=t.batch_size,
             per_device_eval_batch_size=self.config.decode.batch_size,
             gradient_accumulation_steps=t.gradient_accumulation_steps,
@@ -365,10 +318,10 @@ class RoundTrainer:
             disable_tqdm=False,
         )
         return round_trainer_class()(
-            model=self.model,
+            model=model,
             args=args,
-            train_dataset=train,
-            eval_dataset=valid,
+            train_dataset=data.train,
+            eval_dataset=data.valid,
             data_collator=SpeechCollator(
                 feature_extractor=self.processor.feature_extractor,
                 pad_token_id=self.processor.tokenizer.pad_token_id,
@@ -382,6 +335,7 @@ class RoundTrainer:
             compute_metrics=self.compute_metrics,
             compute_loss_func=token_mean_loss,
             group_by_duration=m.context == "auto" and not self.config.data.packing,
+            callbacks=list(self.callbacks) or None,
         )
 
     # -- the round ----------------------------------------------------------------------------
@@ -396,14 +350,12 @@ class RoundTrainer:
                 os.environ.setdefault("DS_ACCELERATOR", "cpu")
             ensure_process_group_env()
         with contextlib.ExitStack() as held:
-            resume_from = self._prepare_output_dir(held)
-            held.callback(self._drop_empty_staging)
-            self.resumed_from = Path(resume_from).name if resume_from else None
-            train, valid = self.load_dataset()
+            resume_from = self.output.open(held)
+            data = self.load_dataset()
             workers = resolve_num_workers(self.config.data.num_workers)  # null: from the CPUs
-            check_shared_memory(workers, self.config.train.batch_size)
-            self.load_model()
-            trainer = self.create_trainer(train, valid)
+            check_shared_memory(workers, self.config.train.batch_size, self.max_label_tokens)
+            model = self.load_model()
+            trainer = self.create_trainer(model, data)
             # The Trainer evaluates and saves after the last step too, so the best checkpoint by
             # validation CER covers the final weights as well.
             try:
@@ -411,117 +363,40 @@ class RoundTrainer:
             except Exception as exc:
                 if is_disk_full(exc):
                     raise disk_full_error(
-                        self.work_dir / CHECKPOINTS,
+                        self.output.checkpoints,
                         "saving a checkpoint (`--resume` continues from the last complete one)",
                     ) from exc
                 raise
-            best_cer, best_step, best_checkpoint = self._best(trainer)
+            best_cer, best_step, best_checkpoint = _best(trainer)
             if trainer.is_world_process_zero():
-                self._write_adapter(trainer, best_checkpoint)
-            train_loss = _last_logged(trainer, "train_loss")
+                self.output.write_adapter(trainer, best_checkpoint, self.config)
+            trainable, total = count_parameters(model)
             result = RoundResult(
                 adapter_dir=self.adapter_dir,
                 steps=trainer.state.global_step,
                 best_cer=best_cer,
                 best_step=best_step,
-                train_loss=train_loss,
-                trainable_parameters=self.parameter_counts[0],
-                total_parameters=self.parameter_counts[1],
+                train_loss=_last_logged(trainer, "train_loss"),
+                trainable_parameters=trainable,
+                total_parameters=total,
                 seconds=time.time() - started,
-                train_filter=self.train_filter,
-                valid_filter=self.valid_filter,
+                train_filter=data.filters[0],
+                valid_filter=data.valid_filter,
             )
             if trainer.is_world_process_zero():
-                self._write_record(trainer, result, started_at)
-                if self.work_dir != self.adapter_dir:
-                    logger.info("--force: the new round replaces %s", self.adapter_dir)
-                    replace_directory(self.work_dir, self.adapter_dir)
+                resumed_from = Path(resume_from).name if resume_from else None
+                self._write_record(trainer, data, result, started_at, resumed_from)
+                self.output.publish()
         return result
 
-    def _prepare_output_dir(self, held: contextlib.ExitStack) -> str | None:
-        """Lock the round, refuse to clobber it, pick the directory and checkpoint to go on from.
-
-        Only rank 0 decides (and deletes); the other processes receive its decision, or its
-        refusal, so no two processes ever act on different views of the directory.
-        """
-        decision: dict[str, Any] = {}
-        if is_main_process():
-            try:
-                held.enter_context(
-                    exclusive_lock(
-                        self.workspace.round_lock(self.plan.round_index),
-                        f"{self.adapter_dir} (round {self.plan.round_index})",
-                    )
-                )
-                work_dir, resume_from = self._decide_output_dir()
-                decision = {"work_dir": str(work_dir), "resume_from": resume_from}
-            except PeftyError as exc:
-                decision = {"error": str(exc)}
-        decision = share_from_rank_zero(decision)
-        if "error" in decision:
-            raise PeftyError(decision["error"])
-        self.work_dir = Path(decision["work_dir"])
-        return decision["resume_from"]
-
-    def _drop_empty_staging(self) -> None:  # a failed --force run without checkpoints
-        staging = self.work_dir
-        if staging != self.adapter_dir and is_main_process() and staging.is_dir():
-            if last_complete_checkpoint(staging / CHECKPOINTS) is None:
-                shutil.rmtree(staging, ignore_errors=True)
-
-    def _decide_output_dir(self) -> tuple[Path, str | None]:
-        """(the directory this run writes, the checkpoint it resumes from); rank 0 only."""
-        final, plan = self.adapter_dir, self.plan
-        if RoundRecord.read(final) is not None and not plan.force:
-            raise PeftyError(
-                f"{final} is a finished round: pass --force to train it again (the old adapter "
-                "is replaced only once the new round finishes)"
-            )
-        work_dir = self.workspace.adapter_staging_dir(plan.round_index) if plan.force else final
-        last = last_complete_checkpoint(work_dir / CHECKPOINTS)
-        if plan.force and not (plan.resume and last) and work_dir.exists():
-            logger.info("--force: starting over in %s (%s stays until then)", work_dir, final)
-            shutil.rmtree(work_dir)
-            last = None
-        if last and not plan.resume:
-            raise PeftyError(
-                f"{final} holds an unfinished round ({Path(last).name}): pass --resume "
-                "to continue it or --force to start over"
-            )
-        work_dir.mkdir(parents=True, exist_ok=True)
-        if plan.resume and last:
-            verify_checkpoint(Path(last))  # before DeepSpeed unpickles it with weights_only=False
-            logger.info("resuming from %s", last)
-            return work_dir, last
-        if plan.resume:
-            logger.info("--resume: no checkpoint in %s yet, starting the round", work_dir)
-        return work_dir, None
-
-    def _best(self, trainer: Seq2SeqTrainer) -> tuple[float | None, int | None, Path | None]:
-        """(best CER, its step, its checkpoint); no checkpoint means keep the final weights."""
-        state = trainer.state
-        if not state.best_model_checkpoint:
-            return None, None, None
-        best_checkpoint = Path(state.best_model_checkpoint)
-        return state.best_metric, int(best_checkpoint.name.split("-")[-1]), best_checkpoint
-
-    def _write_adapter(self, trainer: Seq2SeqTrainer, best_checkpoint: Path | None) -> None:
-        """Put the best adapter's files in the run's directory, each by an atomic rename."""
-        staging = self.work_dir / ".adapter.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        if best_checkpoint is None:
-            trainer.save_model(str(staging))
-        else:
-            staging.mkdir(parents=True)
-            for name in ADAPTER_FILES:
-                shutil.copy2(best_checkpoint / name, staging / name)
-        for name in ADAPTER_FILES:
-            os.replace(staging / name, self.work_dir / name)
-        shutil.rmtree(staging, ignore_errors=True)
-        dump_config(self.config, self.work_dir / "config.yaml")
-
-    def _write_record(self, trainer: Seq2SeqTrainer, result: RoundResult, started_at: str) -> None:
-        assert self.train_manifest is not None and self.valid_manifest is not None
+    def _write_record(
+        self,
+        trainer: Seq2SeqTrainer,
+        data: RoundDatasets,
+        result: RoundResult,
+        started_at: str,
+        resumed_from: str | None,
+    ) -> None:
         best_eval = next(
             (
                 e
@@ -535,12 +410,12 @@ class RoundTrainer:
             base=self.plan.base,
             base_dir=self.base_dir,
             base_hash=weights_hash(self.base_dir),
-            data=self.round_data(),
+            data=data.round_data(),
             quant=self.config.model.quant,
             deepspeed=self.config.train.deepspeed,
             world_size=int(os.environ.get("WORLD_SIZE", "1")),
             steps=result.steps,
-            resumed_from=self.resumed_from,
+            resumed_from=resumed_from,
             train_loss=result.train_loss,
             best_validation=ValidationRecord(
                 step=result.best_step,
@@ -555,13 +430,23 @@ class RoundTrainer:
             seconds=round(result.seconds, 1),
             versions=package_versions("bitsandbytes", "deepspeed", "accelerate"),
             config=config_to_dict(self.config),
-            packing=packing_summary(self.train_dataset, _examples_seen(trainer)),
+            packing=packing_summary(data.train, _examples_seen(trainer)),
         )
+        work_dir = self.output.work_dir
         atomic_write_text(
-            self.work_dir / "log_history.json",
+            work_dir / "log_history.json",
             json.dumps(trainer.state.log_history, indent=1) + "\n",
         )
-        record.write(self.work_dir)
+        record.write(work_dir)
+
+
+def _best(trainer: Seq2SeqTrainer) -> tuple[float | None, int | None, Path | None]:
+    """(best CER, its step, its checkpoint); no checkpoint means keep the final weights."""
+    state = trainer.state
+    if not state.best_model_checkpoint:
+        return None, None, None
+    best_checkpoint = Path(state.best_model_checkpoint)
+    return state.best_metric, int(best_checkpoint.name.split("-")[-1]), best_checkpoint
 
 
 def _examples_seen(trainer: Seq2SeqTrainer) -> int:
@@ -584,11 +469,16 @@ def _last_logged(trainer: Seq2SeqTrainer, key: str) -> float | None:
     return values[-1] if values else None
 
 
-def train_round(workspace: Workspace, config: Config, plan: RoundPlan) -> RoundResult:
+def train_round(
+    workspace: Workspace,
+    config: Config,
+    plan: RoundPlan,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> RoundResult:
     """Build a RoundTrainer and run it, then end the process group (so the exit code of each
     rank says how its round went); the entry point of `pefty train`."""
     try:
-        result = RoundTrainer(config, workspace, plan).run()
+        result = RoundTrainer(config, workspace, plan, callbacks).run()
     except BaseException:
         end_process_group(synchronize=False)
         raise

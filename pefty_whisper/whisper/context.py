@@ -16,12 +16,12 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any, Literal
 
-from pefty_whisper.data.audio import SAMPLE_RATE
-
 if TYPE_CHECKING:
     from transformers import WhisperForConditionalGeneration
 
 ContextMode = Literal["full", "auto"]
+# Whisper hears 16 kHz mono; every waveform the data path and the decoders hand on is at it.
+SAMPLE_RATE = 16_000
 # Whisper's hop (160 samples) times its second convolution's stride (2): the encoder takes an
 # even number of mel frames, so every context is a multiple of 20 ms.
 FRAME_PAIR_SAMPLES = 320

@@ -73,7 +73,8 @@ class EvalLabel:
     def parse(cls, folder: str, stem: str) -> EvalLabel:
         """The label of eval/<folder>/<stem>.json; the inverse of folder and stem."""
         model, backend = folder, ""
-        match = re.fullmatch(r"(round\d+)-(%s)" % "|".join(CONVERSION_BACKENDS), folder)
+        backends = "|".join(CONVERSION_BACKENDS)
+        match = re.fullmatch(rf"(round\d+)-({backends})", folder)
         if match:
             model, backend = match.group(1), match.group(2)
         set_name, _, variant = stem.partition("@")

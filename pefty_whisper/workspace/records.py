@@ -353,4 +353,8 @@ class EvalRecord:
         return _from_json(cls, _read_json(path), path, "")
 
     def write(self, path: Path) -> None:
-        atomic_write_text(path, json.dumps(_to_json(self), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object as written to eval/<label>/<set>.json."""
+        return _to_json(self)

@@ -90,7 +90,7 @@ def stitched(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list
     """Three espeak-ng sentences around a 14 s silent stretch (over 30 s), 40 s of low noise."""
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    from pefty_whisper.demo.speech import Voice, synthesize
+    from pefty_whisper.data.espeak import Voice, synthesize
 
     voice = Voice("ko", 150, 50)
     speech = [synthesize(text, voice) for text in SENTENCES]

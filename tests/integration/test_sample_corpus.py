@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pefty_whisper.demo import sentences, speech
+from pefty_whisper.data import espeak
+from pefty_whisper.demo import sentences
 from pefty_whisper.demo.corpus import generate_sample_corpus
 from pefty_whisper.demo.sentences import (
     FILLERS,
@@ -156,7 +157,7 @@ def test_cli_prints_summary(tmp_path: Path) -> None:
 
 
 def test_missing_espeak_names_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(speech.shutil, "which", lambda name: None)
+    monkeypatch.setattr(espeak.shutil, "which", lambda name: None)
     with pytest.raises(DataError, match="apt-get install espeak-ng"):
         generate_sample_corpus(tmp_path / "c", SMALL)
 

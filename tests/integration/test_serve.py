@@ -106,7 +106,7 @@ class Server:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not __import__("shutil").which("espeak-ng"):
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    from pefty_whisper.demo.speech import Voice, synthesize
+    from pefty_whisper.data.espeak import Voice, synthesize
 
     work = tmp_path_factory.mktemp("serve")
     save_tiny_whisper(work / "merged" / "tiny", seed=2)

@@ -187,7 +187,7 @@ def test_errors_name_the_input_and_the_way_out(models: dict[str, Path], tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ModelError, match=r"empty is not a Whisper model directory.*model\.bin"):
-        ModelDir(empty).kind
+        _ = ModelDir(empty).kind
     with pytest.raises(ModelError, match=r"missing: model directory not found"):
         Transcriber(tmp_path / "missing", OPTIONS)
     with pytest.raises(ConfigError, match=r"onnx backend decodes greedily only"):

@@ -11,8 +11,8 @@ from pefty_whisper.config import ModelSection, config_to_dict, load_config
 from pefty_whisper.errors import PeftyError
 from pefty_whisper.workspace import (
     ROUND_FILE,
-    EvalLabel,
     DataRecord,
+    EvalLabel,
     MergeCheck,
     MergeRecord,
     RoundData,
