@@ -14,7 +14,6 @@ from workspaces import make_workspace
 from pefty_whisper.cli import main
 from pefty_whisper.data.audio import load_audio
 from pefty_whisper.inference import Transcriber, TranscriberOptions
-from pefty_whisper.inference.longform import predicts_timestamps, timestamp_margin
 from pefty_whisper.workspace import RoundRecord
 
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")
@@ -66,10 +65,10 @@ def test_packed_round_records_its_windows_and_keeps_timestamps(tiny_base, tmp_pa
     audio = np.concatenate([load_audio(p) for p in sorted((packed_work / "audio").glob("*.pcm"))])
     options = TranscriberOptions(backend="torch", max_new_tokens=12)
     packed_model = Transcriber(packed, options)
-    assert predicts_timestamps(packed_model, audio)
+    assert packed_model.engine.predicts_timestamps(audio)
     assert packed_model.method(audio) == "sequential"
     margins = {
-        name: timestamp_margin(Transcriber(model, options), audio)
+        name: Transcriber(model, options).engine.timestamp_margin(audio)
         for name, model in (("base", tiny_base), ("packed", packed), ("single", single))
     }
     # A random base already "prefers" timestamps by their number (log 1501, the logsumexp of
