@@ -13,7 +13,7 @@ from pefty_whisper.cli.group import main, progress_bar, workspace_options
 
 @main.group()
 def prepare() -> None:
-    """Turn a corpus into manifests (data/*.csv: path,sentence,duration,id,raw).
+    """Turn a corpus into manifests (data/*.csv: path,sentence,duration,id,raw[,phonetic]).
 
     \b
     pefty prepare kspon --root /data/KsponSpeech    # KsponSpeech, all rounds
