@@ -13,7 +13,7 @@ from pefty_whisper.cli.group import load_workspace, main, progress_bar, workspac
 
 @main.group()
 def prepare() -> None:
-    """Turn a corpus into manifests (data/*.csv: path,sentence,duration,id,raw).
+    """Turn a corpus into manifests (data/*.csv: path,sentence,duration,id,raw[,phonetic]).
 
     \b
     pefty prepare kspon --root /data/KsponSpeech    # KsponSpeech, all rounds

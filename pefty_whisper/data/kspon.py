@@ -8,7 +8,9 @@ KsponSpeech writes its transcripts in ETRI notation (see DESIGN.md section 6):
 - fillers ``어/``, repetitions ``그+``, ``*`` unclear part, ``#`` rare word (prefix).
 
 `normalize_transcript` turns that into the text Whisper should learn to write, following ESPnet's
-KsponSpeech recipe (``df``: dual -> first side, then ``char``).
+KsponSpeech recipe (``df``: dual -> first side, then ``char``). `normalize_sides` gives the
+spelling and the phonetic form from one parse, so a manifest can keep both and a decode can be
+scored against either (metrics.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ _INNER_MARK = re.compile(r"[/+]")
 # `*` (unclear), `#` (rare word prefix) and parentheses left over from malformed duals are
 # notation only; the words they mark are kept.
 _NOTATION_ONLY = re.compile(r"[*#()]")
+# Every pattern `_strip_notation` applies needs one of these characters.
+_ANY_MARK = re.compile(r"[/+*#()]")
+# A letter or digit: `\w` is `str.isalnum()` or `_` (checked over every code point), so this is
+# `any(c.isalnum() for c in text)` in one C-level search.
+_ALNUM = re.compile(r"[^\W_]")
 
 # Inside a spelling side the marks are text or notation by what they follow: after Hangul a `/`
 # or `+` is a filler or repetition mark (`(아/ 그러니까)/(...)`, `(그+ 그)/(...)`), after a Latin
@@ -97,16 +104,54 @@ def normalize_transcript(text: str, mode: NormalizeMode = "spelling") -> str:
         )
         position = match.end()
     pieces.append(_strip_notation(text[position:]))
+    return _finish(pieces)
 
+
+@dataclass(frozen=True, slots=True)
+class TranscriptSides:
+    """Both readings of one transcript; they differ only inside its dual parts."""
+
+    spelling: str  # what normalize_transcript(text, "spelling") returns
+    phonetic: str  # normalize_transcript(text, "phonetic"), or "" where it equals `spelling`
+
+
+def normalize_sides(text: str) -> TranscriptSides:
+    """The spelling and phonetic forms of one ETRI-notation transcript, from one parse.
+
+    Scorers disagree on which side of ``(3시)/(세 시)`` is the reference (DESIGN.md section 11), so
+    prepare keeps both. ``phonetic`` is ``""`` where it would repeat ``spelling`` (no dual part,
+    or both sides read alike), which keeps manifests of corpora without duals free of a copy of
+    every sentence. A line without dual parts costs what `normalize_transcript` costs.
+    """
+    matches = list(_DUAL.finditer(text))
+    if not matches:
+        return TranscriptSides(_finish([_strip_notation(text)]), "")
+    spelling: list[str] = []
+    phonetic: list[str] = []
+    position = 0
+    for match in matches:
+        outside = _strip_notation(text[position : match.start()])
+        spelling += (outside, _strip_spelling_notation(match.group(1)))
+        phonetic += (outside, _strip_notation(match.group(2)))
+        position = match.end()
+    outside = _strip_notation(text[position:])
+    spelling.append(outside)
+    phonetic.append(outside)
+    spelling_text, phonetic_text = _finish(spelling), _finish(phonetic)
+    return TranscriptSides(spelling_text, "" if phonetic_text == spelling_text else phonetic_text)
+
+
+def _finish(pieces: list[str]) -> str:
+    """Join the pieces of one side; "" when no letter or digit is left (a rejected line)."""
     # Pieces are joined without spaces: `(70%)/(칠십 퍼센트)를` must stay one word.
     result = _collapse_spaces("".join(pieces))
-    if not any(character.isalnum() for character in result):
-        return ""
-    return result
+    return result if _ALNUM.search(result) else ""
 
 
 def _strip_notation(text: str) -> str:
     """Remove ETRI marks from text outside a dual (or from a pronunciation side), keeping words."""
+    if not _ANY_MARK.search(text):
+        return text  # most pronunciation sides (`세 시`): one search instead of four passes
     text = _NOISE_TAG.sub(" ", text)
     text = _WORD_END_MARK.sub("", text)
     text = _INNER_MARK.sub(" ", text)

@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 # `path,sentence` first: the convention of the seed code, which users' own CSVs follow.
 COLUMNS = ("path", "sentence", "duration", "id", "raw")
 REQUIRED_COLUMNS = ("path", "sentence")
+# Written last and only when some row has a phonetic form (KsponSpeech's dual transcriptions):
+# a manifest of any other corpus stays the five columns it always was, byte for byte, and a
+# manifest without the column reads as "" for every row.
+PHONETIC_COLUMN = "phonetic"
 
 
 def round_manifest_name(part: int, split: str) -> str:
@@ -124,18 +128,32 @@ def _add_row(
         except ValueError:
             return f"duration is not a number ({duration_text!r})"
     utterance_id = (row.get("id") or "").strip() or Path(audio).stem
-    rows.append(resolved, sentence, duration, utterance_id, (row.get("raw") or "").strip())
+    raw = (row.get("raw") or "").strip()
+    rows.append(
+        resolved, sentence, duration, utterance_id, raw, (row.get(PHONETIC_COLUMN) or "").strip()
+    )
     return ""
 
 
 def manifest_text(utterances: Iterable[Utterance]) -> str:
+    rows = utterances if isinstance(utterances, Sequence) else list(utterances)
+    with_phonetic = _has_phonetic(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for u in utterances:
+    writer.writerow(COLUMNS + (PHONETIC_COLUMN,) if with_phonetic else COLUMNS)
+    for u in rows:
         duration = "" if u.duration is None else f"{u.duration:.3f}"
-        writer.writerow([u.path, u.sentence, duration, u.id, u.raw])
+        row = [u.path, u.sentence, duration, u.id, u.raw]
+        if with_phonetic:
+            row.append(u.phonetic)
+        writer.writerow(row)
     return buffer.getvalue()
+
+
+def _has_phonetic(utterances: Sequence[Utterance]) -> bool:
+    if isinstance(utterances, UtteranceTable):
+        return utterances.has_phonetic  # no row built
+    return any(u.phonetic for u in utterances)
 
 
 def write_manifest(path: Path, utterances: Iterable[Utterance]) -> None:

@@ -22,7 +22,12 @@ from typing import TypeVar
 
 from pefty_whisper.config import DataSection, NormalizeMode
 from pefty_whisper.data.audio import AUDIO_SUFFIXES, probe_audio
-from pefty_whisper.data.kspon import normalize_transcript, parse_trn_line, read_cp949_transcript
+from pefty_whisper.data.kspon import (
+    normalize_sides,
+    normalize_transcript,
+    parse_trn_line,
+    read_cp949_transcript,
+)
 from pefty_whisper.data.manifest import (
     Manifest,
     Reject,
@@ -462,7 +467,13 @@ def _check_entry(
 ) -> tuple[Utterance | None, str, bool]:
     if entry.error or entry.raw is None:
         return None, entry.error, False
-    sentence = normalize_transcript(entry.raw, normalize)
+    if normalize == "spelling":
+        # The phonetic side rides along for scoring (metrics.py); one parse gives both.
+        sides = normalize_sides(entry.raw)
+        sentence, phonetic = sides.spelling, sides.phonetic
+    else:
+        # In `phonetic` mode the sentence is that side already, and `raw` text is not normalized.
+        sentence, phonetic = normalize_transcript(entry.raw, normalize), ""
     if not sentence:
         return None, "empty transcript after normalization", False
     try:
@@ -477,6 +488,7 @@ def _check_entry(
         duration=round(info.duration_s, 3),
         id=os.path.splitext(os.path.basename(entry.audio))[0],
         raw=entry.raw,
+        phonetic=phonetic,
     )
     return utterance, "", info.odd_byte_count
 

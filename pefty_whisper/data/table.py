@@ -27,6 +27,9 @@ class Utterance:
     duration: float | None = None  # seconds; kept so batches can be grouped by length
     id: str = ""
     raw: str = ""  # the transcript before normalization, for auditing
+    # The pronunciation side of KsponSpeech's `(3시)/(세 시)` parts, "" where the utterance has
+    # none: a second reference for scoring (metrics.py), never a training target.
+    phonetic: str = ""
 
 
 class StringColumn:
@@ -112,12 +115,15 @@ class UtteranceTable(Sequence[Utterance]):
         durations: np.ndarray,
         ids: StringColumn,
         raws: StringColumn,
+        phonetics: StringColumn | None = None,
     ) -> None:
         self.paths = paths
         self.sentences = sentences
         self.durations = durations  # float64 seconds, NaN where the manifest has none
         self.ids = ids
         self.raws = raws
+        # None: every row's phonetic form is "" (an empty column is still an offset per row).
+        self.phonetics = phonetics if phonetics is not None else _empty_column(len(durations))
 
     @classmethod
     def from_utterances(cls, utterances: Iterable[Utterance]) -> UtteranceTable:
@@ -125,7 +131,7 @@ class UtteranceTable(Sequence[Utterance]):
             return utterances
         builder = TableBuilder()
         for u in utterances:
-            builder.append(u.path, u.sentence, u.duration, u.id, u.raw)
+            builder.append(u.path, u.sentence, u.duration, u.id, u.raw, u.phonetic)
         return builder.build()
 
     def __len__(self) -> int:
@@ -148,6 +154,7 @@ class UtteranceTable(Sequence[Utterance]):
             duration=self.duration(index),
             id=self.ids[index],
             raw=self.raws[index],
+            phonetic=self.phonetics[index],
         )
 
     def __iter__(self) -> Iterator[Utterance]:
@@ -159,6 +166,14 @@ class UtteranceTable(Sequence[Utterance]):
 
     def sentence(self, index: int) -> str:
         return self.sentences[index]
+
+    def phonetic(self, index: int) -> str:
+        return self.phonetics[index]
+
+    @property
+    def has_phonetic(self) -> bool:
+        """Whether any row has a phonetic form (one comparison, no row decoded)."""
+        return bool(self.phonetics.offsets[-1] > 0)
 
     def duration(self, index: int) -> float | None:
         value = float(self.durations[index])
@@ -177,6 +192,7 @@ class UtteranceTable(Sequence[Utterance]):
             self.durations[indices],
             self.ids.take(indices),
             self.raws.take(indices),
+            self.phonetics.take(indices),
         )
 
     @staticmethod
@@ -187,12 +203,13 @@ class UtteranceTable(Sequence[Utterance]):
             np.concatenate([t.durations for t in tables]) if tables else np.zeros(0),
             StringColumn.concat([t.ids for t in tables]),
             StringColumn.concat([t.raws for t in tables]),
+            StringColumn.concat([t.phonetics for t in tables]),
         )
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the columns (what a worker would otherwise copy)."""
-        columns = (self.paths, self.sentences, self.ids, self.raws)
+        columns = (self.paths, self.sentences, self.ids, self.raws, self.phonetics)
         return sum(c.nbytes for c in columns) + int(self.durations.nbytes)
 
 
@@ -200,11 +217,19 @@ class TableBuilder:
     """Builds a table row by row (reading a CSV) without a Python object per row."""
 
     def __init__(self) -> None:
-        self.columns = [_StringBuilder() for _ in range(4)]
+        self.columns = [_StringBuilder() for _ in range(5)]
         self.durations = array.array("d")
 
-    def append(self, path: str, sentence: str, duration: float | None, id: str, raw: str) -> None:
-        for column, text in zip(self.columns, (path, sentence, id, raw), strict=True):
+    def append(
+        self,
+        path: str,
+        sentence: str,
+        duration: float | None,
+        id: str,
+        raw: str,
+        phonetic: str = "",
+    ) -> None:
+        for column, text in zip(self.columns, (path, sentence, id, raw, phonetic), strict=True):
             column.append(text)
         self.durations.append(float("nan") if duration is None else duration)
 
@@ -212,6 +237,10 @@ class TableBuilder:
         return len(self.durations)
 
     def build(self) -> UtteranceTable:
-        paths, sentences, ids, raws = (c.build() for c in self.columns)
+        paths, sentences, ids, raws, phonetics = (c.build() for c in self.columns)
         durations = np.frombuffer(self.durations, dtype=np.float64).copy()
-        return UtteranceTable(paths, sentences, durations, ids, raws)
+        return UtteranceTable(paths, sentences, durations, ids, raws, phonetics)
+
+
+def _empty_column(rows: int) -> StringColumn:
+    return StringColumn(np.zeros(0, dtype=np.uint8), np.zeros(rows + 1, dtype=np.int64))

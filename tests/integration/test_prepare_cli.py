@@ -9,6 +9,7 @@ import soundfile
 from click.testing import CliRunner
 
 from pefty_whisper.cli import main
+from pefty_whisper.data.manifest import read_manifest
 
 RATE = 16_000
 
@@ -92,6 +93,14 @@ def test_prepare_kspon_writes_round_manifests_and_reports_planted_faults(kspon_r
     assert rows["KsponSpeech_001003"]["raw"] == "그래서 (1시)/(한 시)에 어/ 가는 거야 3번 b/"
     assert float(rows["KsponSpeech_001003"]["duration"]) == pytest.approx(1.3)
     assert rows["KsponSpeech_001902"]["sentence"] == "홀수 바이트 A/S 센터"
+    # The pronunciation side survives beside the spelling side, for scoring under both.
+    assert rows["KsponSpeech_001003"]["phonetic"] == "그래서 한 시에 어 가는 거야 3번"
+    assert rows["KsponSpeech_001902"]["phonetic"] == "홀수 바이트 에이 에스 센터"
+    assert [r["phonetic"] for r in read_rows(data / "eval_clean.csv")] == ["평가 케이 비 에스 뉴스"]
+    # A set without a dual part has no phonetic column at all.
+    assert "phonetic" not in read_rows(data / "dev.csv")[0]
+    table = read_manifest(data / "eval_clean.csv").utterances
+    assert (table[0].sentence, table[0].phonetic) == ("평가 KBS 뉴스", "평가 케이 비 에스 뉴스")
     assert Path(rows["KsponSpeech_001003"]["path"]).is_file()
 
     with (data / "prepare_rejects.tsv").open(encoding="utf-8") as handle:

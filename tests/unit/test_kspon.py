@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from pefty_whisper.data.kspon import (
+    TranscriptSides,
     TrnLine,
+    normalize_sides,
     normalize_transcript,
     parse_trn_line,
     read_cp949_transcript,
@@ -196,6 +198,21 @@ def test_normalize_spelling(text: str, spelling: str, phonetic: str) -> None:
 @pytest.mark.parametrize(("text", "spelling", "phonetic"), BOTH_MODES)
 def test_normalize_phonetic(text: str, spelling: str, phonetic: str) -> None:
     assert normalize_transcript(text, "phonetic") == phonetic
+
+
+@pytest.mark.parametrize(("text", "spelling", "phonetic"), BOTH_MODES)
+def test_normalize_sides_is_both_modes_from_one_parse(
+    text: str, spelling: str, phonetic: str
+) -> None:
+    # The phonetic form is kept only where it differs: a line without a dual part has none.
+    expected = TranscriptSides(spelling, "" if phonetic == spelling else phonetic)
+    assert normalize_sides(text) == expected
+
+
+def test_normalize_sides_differ_only_inside_the_dual_part() -> None:
+    sides = normalize_sides("b/ 어/ 내일 (3시)/(세 시)에 만나 n/")
+    assert sides == TranscriptSides("어 내일 3시에 만나", "어 내일 세 시에 만나")
+    assert normalize_sides("(그렇게)/(그렇게) 해") == TranscriptSides("그렇게 해", "")
 
 
 def test_normalize_default_mode_is_spelling() -> None:
