@@ -46,7 +46,7 @@ MAX_PEAK = 0.99  # gain never lifts a peak above this: clipping is a distortion 
 NOISE_FILE_SUFFIXES = (".wav", ".flac")
 # Each transform's own generator (the last element of its spawn key). Fixed numbers: a transform
 # added later gets a new one and leaves these draws unchanged.
-_STREAMS = {"speed": 0, "noise": 1, "telephone": 2, "gain": 3}
+_STREAMS = {"speed": 0, "noise": 1, "telephone": 2, "gain": 3, "noise_signal": 4}
 _CONDITION_STREAM = 1_000  # apply_condition's steps, apart from training's (epoch, index) keys
 
 
@@ -79,13 +79,15 @@ def coloured_noise(kind: str, samples: int, rng: np.random.Generator) -> np.ndar
     traffic, wind) noise, shaped in the frequency domain with one inverse FFT."""
     if kind == "white":
         return rng.standard_normal(samples, dtype=np.float32)
-    exponent = {"pink": 0.5, "brown": 1.0}[kind]  # of the amplitude, half the power's
+    if kind not in ("pink", "brown"):
+        raise ValueError(f"not a coloured noise: {kind!r}")
     size = _fast_length(samples)
-    freqs = np.fft.rfftfreq(size, 1 / SAMPLE_RATE)
-    shape = np.maximum(freqs, COLOURED_FLOOR_HZ) ** -exponent
+    freqs = np.maximum(np.fft.rfftfreq(size, 1 / SAMPLE_RATE).astype(np.float32), COLOURED_FLOOR_HZ)
+    shape = 1 / np.sqrt(freqs) if kind == "pink" else 1 / freqs  # the amplitude: half the power's
     shape[0] = 0.0  # no DC offset
-    spectrum = rng.standard_normal(len(freqs)) + 1j * rng.standard_normal(len(freqs))
-    return np.fft.irfft(spectrum * shape, size)[:samples].astype(np.float32)
+    # Complex Gaussian bins in float32 (half the work of float64; the noise is float32 anyway).
+    spectrum = rng.standard_normal((len(freqs), 2), dtype=np.float32).view(np.complex64)[:, 0]
+    return np.fft.irfft(spectrum * shape, size)[:samples].astype(np.float32, copy=False)
 
 
 def hum(samples: int, rng: np.random.Generator) -> np.ndarray:
@@ -178,15 +180,15 @@ def telephone(audio: np.ndarray) -> np.ndarray:
 
 def mu_law_encode(audio: np.ndarray) -> np.ndarray:
     """8-bit mu-law codes (0-255) of a waveform, clipped to [-1, 1] as a codec clips."""
-    x = np.clip(audio, -1.0, 1.0)
-    companded = np.sign(x) * np.log1p(MU * np.abs(x)) / math.log1p(MU)
-    return np.rint((companded + 1) / 2 * MU).astype(np.uint8)
+    x = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    companded = np.copysign(np.log1p(MU * np.abs(x)) / np.float32(math.log1p(MU)), x)
+    return np.rint((companded + 1) * np.float32(MU / 2)).astype(np.uint8)
 
 
 def mu_law_decode(codes: np.ndarray) -> np.ndarray:
     """The waveform of 8-bit mu-law codes."""
-    y = codes.astype(np.float64) * (2 / MU) - 1
-    return (np.sign(y) * np.expm1(np.abs(y) * math.log1p(MU)) / MU).astype(np.float32)
+    y = codes.astype(np.float32) * np.float32(2 / MU) - 1
+    return np.copysign(np.expm1(np.abs(y) * np.float32(math.log1p(MU))) / np.float32(MU), y)
 
 
 def apply_gain(audio: np.ndarray, gain_db: float) -> np.ndarray:
@@ -227,16 +229,38 @@ def make_noise(
 
 
 @dataclass(frozen=True)
+class AugmentPlan:
+    """What the chain does to one utterance in one epoch, drawn without its audio: a loader
+    worker applies it, and the training process can count it (round.json) or plan packed
+    windows on the perturbed durations, without reading a file."""
+
+    speed: float = 1.0
+    noise: str | None = None  # the noise kind, None: no noise
+    snr_db: float = 0.0
+    telephone: bool = False
+    gain_db: float | None = None
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        """Names of what runs, e.g. ("speed-1.1", "noise-pink", "telephone", "gain")."""
+        ops = [f"speed-{self.speed:g}"] if self.speed != 1.0 else []
+        ops += [f"noise-{self.noise}"] if self.noise is not None else []
+        ops += ["telephone"] if self.telephone else []
+        return (*ops, *(["gain"] if self.gain_db is not None else []))
+
+
+@dataclass(frozen=True)
 class Augmented:
-    """One utterance after the chain, and what was done to it (counted for round.json)."""
+    """One utterance after the chain, and what was done to it."""
 
     audio: np.ndarray
-    ops: tuple[str, ...] = ()  # e.g. ("speed-1.1", "noise-pink", "telephone", "gain")
+    ops: tuple[str, ...] = ()
 
 
 @dataclass
 class AugmentTally:
-    """What augmentation did over a round: utterances seen and how often each op ran."""
+    """What augmentation did over a round, for round.json: utterances seen, and how often each
+    op ran."""
 
     utterances: int = 0
     ops: Counter[str] = field(default_factory=Counter)
@@ -266,11 +290,24 @@ class Augmenter:
         s = self.section
         return max(s.speed_prob, s.noise_prob, s.telephone_prob, s.gain_prob) > 0
 
+    def plan(self, index: int, epoch: int = 0) -> AugmentPlan:
+        """The draws of utterance `index` (its row in the manifest) in `epoch`."""
+        s = self.section
+        speed = self._drawn("speed", s.speed_prob, index, epoch)
+        noise = self._drawn("noise", s.noise_prob, index, epoch)
+        gain = self._drawn("gain", s.gain_prob, index, epoch)
+        return AugmentPlan(
+            speed=1.0 if speed is None else float(speed.choice(s.speed)),
+            noise=None if noise is None else s.noise_kinds[int(noise.integers(len(s.noise_kinds)))],
+            snr_db=0.0 if noise is None else float(noise.uniform(*s.noise_snr_db)),
+            telephone=self._drawn("telephone", s.telephone_prob, index, epoch) is not None,
+            gain_db=None if gain is None else float(gain.uniform(*s.gain_db)),
+        )
+
     def speed_factor(self, index: int, epoch: int = 0) -> float:
-        """The factor utterance `index` gets in `epoch` (1.0: none), known without its audio,
-        so packed windows can be planned on perturbed durations."""
-        rng = self._drawn("speed", self.section.speed_prob, index, epoch)
-        return 1.0 if rng is None else float(rng.choice(self.section.speed))
+        """The factor utterance `index` gets in `epoch` (1.0: none), for planning packed windows
+        on perturbed durations (`perturbed_samples`)."""
+        return self.plan(index, epoch).speed
 
     def __call__(
         self,
@@ -279,31 +316,22 @@ class Augmenter:
         epoch: int = 0,
         others: Sequence[np.ndarray] = (),
     ) -> Augmented:
-        """Utterance `index` (its row in the manifest) augmented for `epoch`. `others` are other
+        """Utterance `index` augmented for `epoch`, as `plan` drew it. `others` are other
         utterances' waveforms for babble; without them babble is the utterance itself reversed
         (unintelligible, the same voice). With everything off the input array comes back."""
-        s, ops = self.section, []
         if len(audio) == 0:  # nothing to resample, and no power to set an SNR against
             return Augmented(audio)
-        factor = self.speed_factor(index, epoch)
-        if factor != 1.0:
-            audio = speed_perturb(audio, factor)
-            ops.append(f"speed-{factor:g}")
-        rng = self._drawn("noise", s.noise_prob, index, epoch)
-        if rng is not None:
-            kind = s.noise_kinds[int(rng.integers(len(s.noise_kinds)))]
-            snr_db = float(rng.uniform(*s.noise_snr_db))
-            noise = make_noise(kind, audio, rng, others, self.noise_files)
-            audio = add_noise(audio, noise, snr_db)
-            ops.append(f"noise-{kind}")
-        if self._drawn("telephone", s.telephone_prob, index, epoch) is not None:
+        plan = self.plan(index, epoch)
+        audio = speed_perturb(audio, plan.speed)
+        if plan.noise is not None:
+            rng = utterance_rng(self.section.seed, index, epoch, _STREAMS["noise_signal"])
+            noise = make_noise(plan.noise, audio, rng, others, self.noise_files)
+            audio = add_noise(audio, noise, plan.snr_db)
+        if plan.telephone:
             audio = telephone(audio)
-            ops.append("telephone")
-        rng = self._drawn("gain", s.gain_prob, index, epoch)
-        if rng is not None:
-            audio = apply_gain(audio, float(rng.uniform(*s.gain_db)))
-            ops.append("gain")
-        return Augmented(audio, tuple(ops))
+        if plan.gain_db is not None:
+            audio = apply_gain(audio, plan.gain_db)
+        return Augmented(audio, plan.ops)
 
     def _drawn(self, name: str, prob: float, index: int, epoch: int) -> np.random.Generator | None:
         """The transform's generator if it applies to this utterance, else None."""
@@ -460,11 +488,20 @@ def _band_pass(audio: np.ndarray, rate: int, low: float, high: float) -> np.ndar
     """Zero-phase band-pass in one FFT: nothing outside [low, high], cosine ramps inside it. The
     padding keeps the filter's short response from wrapping around the ends."""
     size = _fast_length(len(audio) + rate // 10)
-    freqs = np.fft.rfftfreq(size, 1 / rate)
-    rise = np.clip((freqs - low) / TELEPHONE_RAMP_HZ, 0, 1)
-    fall = np.clip((high - freqs) / TELEPHONE_RAMP_HZ, 0, 1)
-    gain = (0.5 - 0.5 * np.cos(np.pi * rise)) * (0.5 - 0.5 * np.cos(np.pi * fall))
-    return np.fft.irfft(np.fft.rfft(audio, size) * gain, size)[: len(audio)]
+    spectrum = np.fft.rfft(np.asarray(audio, dtype=np.float32), size)
+    step = rate / size  # Hz per bin
+    gain = np.zeros(len(spectrum), dtype=np.float32)
+    first, last = math.ceil(low / step), math.floor(high / step)
+    gain[first : last + 1] = 1.0
+    # Only the ramps' bins need a cosine: a few hundred of a 30 s window's 120,000.
+    for edge_lo, edge_hi, rising in (
+        (low, low + TELEPHONE_RAMP_HZ, True),
+        (high - TELEPHONE_RAMP_HZ, high, False),
+    ):
+        bins = np.arange(math.ceil(edge_lo / step), math.floor(edge_hi / step) + 1)
+        position = (bins * step - edge_lo) / TELEPHONE_RAMP_HZ
+        gain[bins] = 0.5 - 0.5 * np.cos(np.pi * (position if rising else 1 - position))
+    return np.fft.irfft(spectrum * gain, size)[: len(audio)]
 
 
 def _fast_length(n: int) -> int:

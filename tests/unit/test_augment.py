@@ -12,7 +12,7 @@ import torch
 from fixtures import TINY_DIMS
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from pefty_whisper.config import AugmentSection, config_reference, load_config
+from pefty_whisper.config import AugmentSection, config_reference, dump_config, load_config
 from pefty_whisper.data.augment import (
     MAX_PEAK,
     Augmenter,
@@ -344,18 +344,31 @@ def test_gain_never_clips():
 # --- what was done ----------------------------------------------------------------------------
 
 
+def test_the_plan_is_drawn_without_audio_and_is_what_runs():
+    augmenter = only(
+        speed_prob=0.5, speed=(0.9, 1.1), noise_prob=0.5, telephone_prob=0.25, gain_prob=0.5
+    )
+    audio = speech_like(0.3)
+    for index in range(20):
+        plan = augmenter.plan(index, epoch=2)
+        result = augmenter(audio, index, epoch=2)
+        assert result.ops == plan.ops
+        assert len(result.audio) == perturbed_samples(len(audio), plan.speed)
+
+
 def test_the_tally_counts_each_op():
+    # Counted in the training process from the plans alone: no audio is read there.
     augmenter = only(speed_prob=0.5, speed=(1.1,), telephone_prob=0.25, seed=4)
     tally = AugmentTally()
-    audio = speech_like(0.3)
     for index in range(40):
-        tally.add(augmenter(audio, index).ops)
+        tally.add(augmenter.plan(index).ops)
     counts = tally.as_dict()
     assert counts["utterances"] == 40
     assert set(counts) == {"utterances", "speed-1.1", "telephone"}
     assert 10 < counts["speed-1.1"] < 30 and 3 < counts["telephone"] < 18
-    expected = sum(augmenter.speed_factor(i) == 1.1 for i in range(40))
-    assert counts["speed-1.1"] == expected
+    assert counts["speed-1.1"] == sum(augmenter.speed_factor(i) == 1.1 for i in range(40))
+    audio = speech_like(0.2)
+    assert counts["telephone"] == sum("telephone" in augmenter(audio, i).ops for i in range(40))
 
 
 # --- named evaluation conditions --------------------------------------------------------------
@@ -433,6 +446,9 @@ def test_the_augment_section_reads_lists_and_ranges(tmp_path):
     assert section.noise_kinds == ("pink", "babble") and section.gain_db == (-3.0, 3.0)
     assert section.spec_augment and section.seed == 9
     assert load_config(None, ["augment.speed=1.1"]).augment.speed == (1.1,)
+    # The resolved config written beside an adapter reads back the same.
+    dump_config(load_config(path), tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == load_config(path)
 
 
 @pytest.mark.parametrize(
