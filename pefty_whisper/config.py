@@ -26,6 +26,8 @@ from pefty_whisper.whisper.tokens import MAX_TARGET_POSITIONS
 NormalizeMode = Literal["spelling", "phonetic", "raw"]
 QuantMode = Literal["8bit", "4bit", "none"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+# augment.noise_kinds: generated noises, babble of other utterances, or recordings (file)
+NOISE_KINDS = ("white", "pink", "brown", "hum", "babble", "file")
 
 
 @dataclass(frozen=True)
@@ -222,6 +224,72 @@ class ServeSection:
 
 
 @dataclass(frozen=True)
+class AugmentSection:
+    """Training-time augmentation (data/augment.py), all off by default. Each transform draws
+    from its own generator seeded by (seed, epoch, utterance index), so any number of loader
+    workers augments an utterance the same way."""
+
+    spec_augment: bool = False
+    """Mask log-mel time and frequency bands inside the model (transformers' SpecAugment,
+    WhisperConfig.apply_spec_augment); applied in training only, never in validation."""
+    mask_time_prob: float = 0.05
+    """With spec_augment: the largest share of frames masked (transformers' default)."""
+    mask_time_length: int = 10
+    """With spec_augment: frames per time mask (10 ms each)."""
+    mask_feature_prob: float = 0.0
+    """With spec_augment: the largest share of mel bins masked (0: no frequency masks)."""
+    mask_feature_length: int = 10
+    """With spec_augment: mel bins per frequency mask."""
+    speed: tuple[float, ...] = (0.9, 1.0, 1.1)
+    """Speed factors, one drawn per perturbed utterance (Kaldi/ESPnet's 0.9/1.0/1.1: tempo and
+    pitch both change; 1.1 is shorter)."""
+    speed_prob: float = 0.0
+    """Share of utterances speed-perturbed."""
+    noise_prob: float = 0.0
+    """Share of utterances with additive noise."""
+    noise_snr_db: tuple[float, float] = (5.0, 20.0)
+    """[low, high]: the SNR (dB, against the utterance's own power) is drawn uniformly in it."""
+    noise_kinds: tuple[str, ...] = ("white", "pink", "brown", "hum", "babble")
+    """Noises drawn from: white, pink, brown, hum (50/60 Hz mains), babble (other utterances
+    summed), file (a recording from noise_dir)."""
+    noise_dir: str | None = None
+    """Folder of noise recordings (.wav/.flac at any depth, e.g. MUSAN's noise/) for kind file."""
+    telephone_prob: float = 0.0
+    """Share of utterances sent through a telephone channel (300-3,400 Hz, 8 kHz mu-law)."""
+    gain_prob: float = 0.0
+    """Share of utterances whose level changes."""
+    gain_db: tuple[float, float] = (-10.0, 6.0)
+    """[low, high]: the gain (dB) is drawn uniformly in it, lowered where it would clip."""
+    seed: int = 0
+    """Seed of every augmentation draw."""
+
+    def __post_init__(self) -> None:
+        for key in ("noise_snr_db", "gain_db"):
+            low, high = getattr(self, key)
+            if low > high:
+                raise ConfigError(
+                    f"Config key 'augment.{key}' must be [low, high]; got {[low, high]}"
+                )
+        if self.speed_prob > 0 and not self.speed:
+            raise ConfigError("Config key 'augment.speed' must list a factor when speed_prob > 0")
+        for kind in self.noise_kinds:
+            if kind not in NOISE_KINDS:
+                raise ConfigError(
+                    f"Config key 'augment.noise_kinds' takes {', '.join(NOISE_KINDS)}; "
+                    f"got {kind!r}.{_closest_hint(kind, NOISE_KINDS)}"
+                )
+        if self.noise_prob > 0 and not self.noise_kinds:
+            raise ConfigError(
+                "Config key 'augment.noise_kinds' must name a kind when noise_prob > 0"
+            )
+        if ("file" in self.noise_kinds) != (self.noise_dir is not None):
+            raise ConfigError(
+                "Config keys 'augment.noise_kinds' and 'augment.noise_dir' go together: "
+                "kind file draws from noise_dir, so set both or neither"
+            )
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -229,6 +297,7 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
     decode: DecodeSection = field(default_factory=DecodeSection)
     serve: ServeSection = field(default_factory=ServeSection)
+    augment: AugmentSection = field(default_factory=AugmentSection)
 
 
 # Keys that moved to another section: an old pefty.yaml gets the new name, not a guess.
@@ -289,14 +358,28 @@ RANGES: dict[str, Bounds] = {
     "decode.batch_size": Bounds(1),
     "decode.beam_size": Bounds(1),
     "decode.max_new_tokens": Bounds(1, MAX_TARGET_POSITIONS),
+    "augment.mask_time_prob": Bounds(0, 1),
+    "augment.mask_time_length": Bounds(1, 100),  # under the 2 s (200-frame) shortest auto input
+    "augment.mask_feature_prob": Bounds(0, 1),
+    "augment.mask_feature_length": Bounds(1, 80),  # under the 80 mel bins of small models
+    "augment.speed": Bounds(0.5, 2.0),  # each factor; past these speech is a different voice
+    "augment.speed_prob": Bounds(0, 1),
+    "augment.noise_prob": Bounds(0, 1),
+    "augment.noise_snr_db": Bounds(-20, 60),
+    "augment.telephone_prob": Bounds(0, 1),
+    "augment.gain_prob": Bounds(0, 1),
+    "augment.gain_db": Bounds(-40, 40),
+    "augment.seed": Bounds(0),
 }
 
 
 def _check_value(key: str, value: Any) -> None:
     """Ranges (RANGES) and the few keys whose valid values are a set: ConfigError naming them."""
     bounds = RANGES.get(key)
-    if bounds is not None and value is not None and not bounds.allows(value):
-        raise ConfigError(f"Config key '{key}' must be {bounds.text()}; got {value!r}")
+    if bounds is not None and value is not None:
+        for item in value if isinstance(value, tuple) else (value,):  # a list: each number
+            if not bounds.allows(item):
+                raise ConfigError(f"Config key '{key}' must be {bounds.text()}; got {item!r}")
     if key == "lora.target_modules" and not value:
         raise ConfigError(f"Config key '{key}' must name at least one layer, e.g. q_proj,v_proj")
     if key == "model.language":
@@ -409,7 +492,7 @@ def _type_text(annotation: Any) -> str:
         inner = [a for a in typing.get_args(annotation) if a is not type(None)]
         return f"{' | '.join(_type_text(a) for a in inner)} or null"
     if origin is tuple:
-        return "list of strings"
+        return "list of numbers" if typing.get_args(annotation)[0] is float else "list of strings"
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -521,6 +604,18 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        args = typing.get_args(annotation)
+        if args[0] is float:  # tuple[float, ...], or tuple[float, float]: a [low, high] range
+            count = None if args[-1] is Ellipsis else len(args)
+            if count is None and isinstance(value, (int, float)):
+                value = [value]  # `augment.speed=1.1` on the command line
+            what = f"a list of {count} numbers" if count else "a list of numbers"
+            if not isinstance(value, (list, tuple)) or len(value) != (count or len(value)):
+                raise ConfigError(f"Config key '{key}' must be {what}; got {value!r}")
+            try:
+                return tuple(_coerce(key, v, float) for v in value)
+            except ConfigError:
+                raise ConfigError(f"Config key '{key}' must be {what}; got {value!r}") from None
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise ConfigError(f"Config key '{key}' must be a list of strings; got {value!r}")
         return tuple(value)

@@ -1,1 +1,1 @@
-"""Data: audio decoding, KsponSpeech transcripts, manifests and features."""
+"""Data: audio decoding, KsponSpeech transcripts, manifests, features and augmentation."""
