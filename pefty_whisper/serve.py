@@ -29,6 +29,7 @@ from pefty_whisper.errors import DataError, ModelError, PeftyError
 if TYPE_CHECKING:
     from pefty_whisper.config import Config, ServeSection
     from pefty_whisper.inference import Transcriber, Transcription
+    from pefty_whisper.serve_page import ServedModel
     from pefty_whisper.workspace import Workspace
 
 __all__ = ["Batcher", "RESPONSE_FORMATS", "create_app", "decode_upload", "serve"]
@@ -203,12 +204,20 @@ def _language_name(code: str | None) -> str:
     return LANGUAGES.get(code or "", code or "")
 
 
-def create_app(transcriber: "Transcriber", settings: "ServeSection", model_name: str) -> Any:
-    """The FastAPI application around one Transcriber (tests build it without uvicorn)."""
+def create_app(
+    transcriber: "Transcriber",
+    settings: "ServeSection",
+    model_name: str,
+    about: "ServedModel | None" = None,
+) -> Any:
+    """The FastAPI application around one Transcriber (tests build it without uvicorn);
+    `about`: the round and eval figure the page at / shows (serve_page.describe_model)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.responses import JSONResponse, PlainTextResponse
+
+    from pefty_whisper.serve_page import ServedModel
 
     max_bytes = int(settings.max_upload_mb * 1e6)
     state: dict[str, Batcher] = {}
@@ -248,6 +257,12 @@ def create_app(transcriber: "Transcriber", settings: "ServeSection", model_name:
             # The most requests one decode call has taken: concurrency became batches.
             "largest_batch": max(batcher.batches, default=0) if batcher else 0,
         }
+
+    about = about or ServedModel(model_name, transcriber.backend)
+
+    @app.get("/v1/pefty/model")
+    async def served_model() -> dict[str, Any]:
+        return about.to_dict()
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -301,6 +316,7 @@ def serve(
     """Load the model once and serve it until SIGTERM or Ctrl-C (in-flight requests finish)."""
     from pefty_whisper.inference import Transcriber, TranscriberOptions
     from pefty_whisper.inference.model_dir import resolve_model_path
+    from pefty_whisper.serve_page import describe_model
 
     for library in ("fastapi", "uvicorn", "multipart"):
         if importlib.util.find_spec(library) is None:
@@ -308,7 +324,9 @@ def serve(
     settings = config.serve
     model_dir = resolve_model_path(workspace.root, model)
     transcriber = Transcriber(model_dir, TranscriberOptions.from_config(config, backend))
-    app = create_app(transcriber, settings, _model_name(model_dir))
+    name = _model_name(model_dir)
+    about = describe_model(workspace, config, model, model_dir, name, transcriber.backend)
+    app = create_app(transcriber, settings, name, about)
     host, port = host or settings.host, port if port is not None else settings.port
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("listening on %s: the server has no authentication", host)
