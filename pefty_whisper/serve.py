@@ -215,9 +215,10 @@ def create_app(
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, File, Form, Request, UploadFile
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+    from fastapi.staticfiles import StaticFiles
 
-    from pefty_whisper.serve_page import ServedModel
+    from pefty_whisper.serve_page import PAGE_DIR, ServedModel
 
     max_bytes = int(settings.max_upload_mb * 1e6)
     state: dict[str, Batcher] = {}
@@ -259,6 +260,12 @@ def create_app(
         }
 
     about = about or ServedModel(model_name, transcriber.backend)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Any:
+        return FileResponse(PAGE_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount("/web", StaticFiles(directory=PAGE_DIR), name="web")  # the page's CSS and JS
 
     @app.get("/v1/pefty/model")
     async def served_model() -> dict[str, Any]:
@@ -331,6 +338,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("listening on %s: the server has no authentication", host)
     logger.info("serving %s on http://%s:%d/v1 (POST /v1/audio/transcriptions)", model, host, port)
+    logger.info("the page: http://%s:%d/", host, port)
     import signal
 
     import uvicorn
