@@ -21,8 +21,10 @@ async function showModel() {
     if (model.round === 0) round.textContent += " (base)";
     const cer = $("model-cer");
     if (model.eval_clean) {
-      cer.textContent = `${model.eval_clean.cer.toFixed(2)} %`;
-      cer.title = `${model.eval_clean.num_utterances} utterances, ${model.eval_clean.path}`;
+      const count = document.createElement("small");
+      count.textContent = ` on ${model.eval_clean.num_utterances} utt.`;
+      cer.replaceChildren(`${model.eval_clean.cer.toFixed(2)} %`, count);
+      cer.title = model.eval_clean.path;
     } else {
       cer.textContent = "not evaluated";
       cer.title = model.label

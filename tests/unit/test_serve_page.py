@@ -93,6 +93,12 @@ def test_a_damaged_record_is_reported_and_the_model_is_still_described(tmp_path,
     workspace = Workspace(tmp_path)
     merged = model_files(workspace.merged_dir(4))
     (merged / ROUND_FILE).write_text('{"round": 4,', encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="pefty_whisper.serve_page"):
-        assert describe(workspace, "merged/round4") == ServedModel("round4", "ct2")
+    # The CLI's logging setup stops pefty's loggers at their own handler: listen on the module's.
+    logger = logging.getLogger("pefty_whisper.serve_page")
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger=logger.name):
+            assert describe(workspace, "merged/round4") == ServedModel("round4", "ct2")
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "round.json: not valid JSON" in caplog.text
