@@ -4,7 +4,8 @@ The model is loaded once. Requests are checked (size, audio, duration) in the ev
 queued for a single decode thread that owns the Transcriber: it takes what has queued up (at
 most `serve.max_batch`) and decodes those of equal settings together, so concurrent requests
 share batches, one model serves them all, and nothing the model mutates (the short-context
-patch) is touched by two threads. uvicorn drains in-flight requests on SIGTERM.
+patch) is touched by two threads. uvicorn drains in-flight requests on SIGTERM. The page at /
+(serve_page.py, web/) is a browser client of the same endpoint.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's parameter types at run
