@@ -4,7 +4,8 @@ The model is loaded once. Requests are checked (size, audio, duration) in the ev
 queued for a single decode thread that owns the Transcriber: it takes what has queued up (at
 most `serve.max_batch`) and decodes those of equal settings together, so concurrent requests
 share batches, one model serves them all, and nothing the model mutates (the short-context
-patch) is touched by two threads. uvicorn drains in-flight requests on SIGTERM.
+patch) is touched by two threads. uvicorn drains in-flight requests on SIGTERM. The page at /
+(serve_page.py, web/) is a browser client of the same endpoint.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoint's parameter types at run
@@ -29,6 +30,7 @@ from pefty_whisper.errors import DataError, ModelError, PeftyError
 if TYPE_CHECKING:
     from pefty_whisper.config import Config, ServeSection
     from pefty_whisper.inference import Transcriber, Transcription
+    from pefty_whisper.serve_page import ServedModel
     from pefty_whisper.workspace import Workspace
 
 __all__ = ["Batcher", "RESPONSE_FORMATS", "create_app", "decode_upload", "serve"]
@@ -203,12 +205,21 @@ def _language_name(code: str | None) -> str:
     return LANGUAGES.get(code or "", code or "")
 
 
-def create_app(transcriber: "Transcriber", settings: "ServeSection", model_name: str) -> Any:
-    """The FastAPI application around one Transcriber (tests build it without uvicorn)."""
+def create_app(
+    transcriber: "Transcriber",
+    settings: "ServeSection",
+    model_name: str,
+    about: "ServedModel | None" = None,
+) -> Any:
+    """The FastAPI application around one Transcriber (tests build it without uvicorn);
+    `about`: the round and eval figure the page at / shows (serve_page.describe_model)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, File, Form, Request, UploadFile
-    from fastapi.responses import JSONResponse, PlainTextResponse
+    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+    from fastapi.staticfiles import StaticFiles
+
+    from pefty_whisper.serve_page import PAGE_DIR, ServedModel
 
     max_bytes = int(settings.max_upload_mb * 1e6)
     state: dict[str, Batcher] = {}
@@ -248,6 +259,18 @@ def create_app(transcriber: "Transcriber", settings: "ServeSection", model_name:
             # The most requests one decode call has taken: concurrency became batches.
             "largest_batch": max(batcher.batches, default=0) if batcher else 0,
         }
+
+    about = about or ServedModel(model_name, transcriber.backend)
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> Any:
+        return FileResponse(PAGE_DIR / "index.html", media_type="text/html; charset=utf-8")
+
+    app.mount("/web", StaticFiles(directory=PAGE_DIR), name="web")  # the page's CSS and JS
+
+    @app.get("/v1/pefty/model")
+    async def served_model() -> dict[str, Any]:
+        return about.to_dict()
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -300,6 +323,7 @@ def serve(
 ) -> None:
     """Load the model once and serve it until SIGTERM or Ctrl-C (in-flight requests finish)."""
     from pefty_whisper.inference import Transcriber, TranscriberOptions
+    from pefty_whisper.serve_page import describe_model
     from pefty_whisper.whisper.model_dir import ModelDir
 
     for library in ("fastapi", "uvicorn", "multipart"):
@@ -308,11 +332,14 @@ def serve(
     settings = config.serve
     model_dir = ModelDir.resolve(model, workspace.root).path
     transcriber = Transcriber(model_dir, TranscriberOptions.from_config(config, backend))
-    app = create_app(transcriber, settings, _model_name(model_dir))
+    name = _model_name(model_dir)
+    about = describe_model(workspace, config, model, model_dir, name, transcriber.backend)
+    app = create_app(transcriber, settings, name, about)
     host, port = host or settings.host, port if port is not None else settings.port
     if host not in ("127.0.0.1", "localhost", "::1"):
         logger.warning("listening on %s: the server has no authentication", host)
     logger.info("serving %s on http://%s:%d/v1 (POST /v1/audio/transcriptions)", model, host, port)
+    logger.info("the page: http://%s:%d/", host, port)
     import signal
 
     import uvicorn

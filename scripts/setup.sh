@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything pefty-whisper needs, in the one order that works:
-#   1. espeak-ng (Debian) for the synthetic sample corpus,
+#   1. espeak-ng (Debian) for the synthetic sample corpus; chromium, chromium-driver and
+#      fonts-noto-cjk for the web page's browser test,
 #   2. torch first (TORCH_SPEC; on a CPU machine torch==2.13.0 takes the local CPU wheel,
 #      while a bare `torch` requirement could pull a multi-GB CUDA build),
 #   3. the package with its extras,
@@ -18,6 +19,18 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
   echo "[setup] installing espeak-ng"
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq espeak-ng >/dev/null
+fi
+
+# Debian's chromium and its driver run the page at / in tests/integration/test_web_page.py;
+# fonts-noto-cjk draws its Korean (and that of the page's screenshot) instead of boxes.
+browser=()
+command -v chromium >/dev/null 2>&1 || browser+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || browser+=(chromium-driver)
+dpkg -s fonts-noto-cjk >/dev/null 2>&1 || browser+=(fonts-noto-cjk)
+if [ ${#browser[@]} -gt 0 ]; then
+  echo "[setup] installing ${browser[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${browser[@]}" >/dev/null
 fi
 
 pip_install() { "$PYTHON" -m pip install --disable-pip-version-check -q "$@"; }

@@ -15,12 +15,12 @@ MAX_LINES = 500
 
 # Floors, lowest first: a module imports only from its own floor or below.
 FLOORS = (
-    ("errors", "files", "metrics"),  # leaves
+    ("errors", "files", "metrics", "intervals", "subsets"),  # leaves
     ("whisper",),  # the ground floor: what a Whisper model directory is
     ("config",),
     ("data", "workspace"),
     ("inference", "train", "merge", "export", "evaluate"),  # the stages
-    ("serve", "demo"),
+    ("serve", "serve_page", "web", "demo"),
     ("cli",),
 )
 
