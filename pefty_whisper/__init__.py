@@ -34,7 +34,22 @@ _API = {
     "WhisperTokens": "pefty_whisper.whisper.tokens",
 }
 
-__all__ = ["__version__", *_API]
+__all__ = [
+    "Config",
+    "ModelDir",
+    "RoundTrainer",
+    "Transcriber",
+    "TranscriberOptions",
+    "WhisperTokens",
+    "Workspace",
+    "__version__",
+    "default_round_plan",
+    "evaluate_set",
+    "export_model",
+    "load_config",
+    "merge_round",
+    "train_round",
+]
 
 if TYPE_CHECKING:
     from pefty_whisper.config import Config, load_config

@@ -343,7 +343,7 @@ def config_command(
     Example:
       pefty config -o train.max_steps=2000      # fails, listing every bad key, if one is wrong
     """
-    from pefty_whisper.config import config_reference
+    from pefty_whisper.config.reference import config_reference
     from pefty_whisper.workspace import Workspace
 
     Workspace.at(workdir).load_config(config_path, overrides)

@@ -12,22 +12,22 @@ import torch
 from fixtures import TINY_DIMS
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from pefty_whisper.config import AugmentSection, config_reference, dump_config, load_config
+from pefty_whisper.config import AugmentSection, dump_config, load_config
+from pefty_whisper.config.reference import config_reference
 from pefty_whisper.data.augment import (
     MAX_PEAK,
     Augmenter,
     AugmentTally,
-    apply_condition,
     apply_gain,
     list_noise_files,
     mu_law_decode,
     mu_law_encode,
-    parse_condition,
     perturbed_samples,
     spec_augment_overrides,
     speed_perturb,
     telephone,
 )
+from pefty_whisper.data.conditions import apply_condition, parse_condition
 from pefty_whisper.errors import ConfigError
 
 SR = 16_000

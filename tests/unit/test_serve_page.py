@@ -3,13 +3,14 @@ under the label `pefty evaluate` would write, and nothing (with a warning) for a
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 from pefty_whisper.serve_page import EvalFigure, ServedModel, describe_model
 from pefty_whisper.workspace import (
     ROUND_FILE,
+    EvalLabel,
+    EvalRecord,
     ExportParity,
     ExportProbe,
     ExportRecord,
@@ -26,9 +27,14 @@ def model_files(directory: Path) -> Path:
 
 
 def eval_summary(workspace: Workspace, label: str, set_name: str, cer: float) -> None:
-    path = workspace.eval_json(label, set_name)
+    path = workspace.eval_json(EvalLabel(label, set_name))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"label": label, "cer": cer, "num_utterances": 40}), "utf-8")
+    EvalRecord(
+        model=label, label=label, set=set_name, manifest=f"data/{set_name}.csv", limit=None,
+        backend="ct2", context="full", language="ko", cer=cer, cer_with_spaces=cer, wer=cer,
+        num_utterances=40, audio_seconds=100.0, seconds=10.0, real_time_factor=0.1,
+        utterances_per_second=4.0, normalization="", evaluated="2026-12-06T00:00:00+00:00",
+    ).write(path)  # fmt: skip
 
 
 def describe(workspace: Workspace, model: str, *overrides: str) -> ServedModel:
