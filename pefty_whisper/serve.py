@@ -305,7 +305,7 @@ def create_app(
         except Exception as exc:
             logger.exception("request %s failed", name)
             return error(500, f"decoding failed: {type(exc).__name__}: {exc}")
-        body = openai_response(result, response_format, transcriber.spec.task)
+        body = openai_response(result, response_format, transcriber.tokens.task)
         if isinstance(body, str):
             return PlainTextResponse(body)
         return body

@@ -133,7 +133,9 @@ def evaluate_set(
         set_name=set_label,
         backend=transcriber.backend if decodable.converted else "",
         language=language,
-        context=_other_context(workspace, config, target.label, transcriber.context),
+        context=None
+        if decodable.converted
+        else _other_context(workspace, config, target.label, transcriber.context),
         first=len(utterances) if partial else None,
     )
     json_path = workspace.eval_json(label)

@@ -222,7 +222,7 @@ def mixed_round(tmp_path_factory):
     loaded: list[str] = []
     original = SpeechDataset.__getitem__
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("pefty_whisper.train.log_mel_on_gpu", lambda: True)
+        patch.setattr("pefty_whisper.train.recipe.log_mel_on_gpu", lambda: True)
         patch.setattr(
             SpeechDataset,
             "__getitem__",

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from pefty_whisper.data import espeak
-from pefty_whisper.demo import sentences
+from pefty_whisper.demo import sentences, slots
 from pefty_whisper.demo.corpus import generate_sample_corpus
 from pefty_whisper.demo.sentences import (
     FILLERS,
@@ -191,9 +191,9 @@ def test_pools_are_reproducible_and_eval_is_stable_across_train_sizes() -> None:
 
 
 def test_numbers_read_in_korean() -> None:
-    assert sentences.sino_korean(2019) == "이천십구"
-    assert sentences.sino_korean(15000) == "만 오천"
-    assert sentences.sino_korean(1995) == "천구백구십오"
-    assert sentences.native_korean(3) == "세"
-    assert sentences.native_korean(20) == "스무"
-    assert sentences.native_korean(25) == "스물다섯"
+    assert slots.sino_korean(2019) == "이천십구"
+    assert slots.sino_korean(15000) == "만 오천"
+    assert slots.sino_korean(1995) == "천구백구십오"
+    assert slots.native_korean(3) == "세"
+    assert slots.native_korean(20) == "스무"
+    assert slots.native_korean(25) == "스물다섯"
