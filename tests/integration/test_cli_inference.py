@@ -32,15 +32,23 @@ def workspace(tmp_path_factory) -> Path:
     return work
 
 
-def test_export_then_transcribe_with_both_backends(workspace: Path):
-    ws = ["--workdir", str(workspace)]
+@pytest.fixture(scope="module")
+def exported(workspace: Path) -> tuple[Path, str]:
+    """The float32 CTranslate2 export of merged/round1, made once through the CLI for every test
+    that needs it, in whatever order they run; with what `pefty export` printed."""
     result = invoke(
-        "export", "--model", "merged/round1", "--format", "ct2", "--quantization", "float32", *ws
-    )
+        "export", "--model", "merged/round1", "--format", "ct2", "--quantization", "float32",
+        "--workdir", str(workspace),
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
-    export_dir = workspace / "exports" / "round1-ct2-float32"
+    return workspace / "exports" / "round1-ct2-float32", result.output
+
+
+def test_export_then_transcribe_with_both_backends(workspace: Path, exported: tuple[Path, str]):
+    ws = ["--workdir", str(workspace)]
+    export_dir, output = exported
     assert (export_dir / "model.bin").is_file() and (export_dir / "export.json").is_file()
-    assert "identical transcripts" in result.output
+    assert "identical transcripts" in output
 
     texts = {}
     for model in ("merged/round1", str(export_dir)):
@@ -68,20 +76,10 @@ def test_export_then_transcribe_with_both_backends(workspace: Path):
     assert srt.stdout.startswith("1\n00:00:00,000 --> 00:00:03,000\n")
 
 
-def test_import_ct2_round_trip_gives_identical_tensors(workspace: Path, tmp_path: Path):
-    export_dir = workspace / "exports" / "round1-ct2-float32"
-    if not export_dir.is_dir():
-        invoke(
-            "export",
-            "--model",
-            "merged/round1",
-            "--format",
-            "ct2",
-            "--quantization",
-            "float32",
-            "--workdir",
-            str(workspace),
-        )
+def test_import_ct2_round_trip_gives_identical_tensors(
+    workspace: Path, exported: tuple[Path, str], tmp_path: Path
+):
+    export_dir, _ = exported
     result = invoke("import-ct2", str(export_dir), str(tmp_path / "imported"))
     assert result.exit_code == 0, result.output
     original = load_file(workspace / "merged" / "round1" / "model.safetensors")
