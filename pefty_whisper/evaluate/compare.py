@@ -247,11 +247,21 @@ def base_round(workspace: Workspace, index: int) -> int | None:
     record = workspace.merge_record(index) or workspace.round_record(index)
     if record is None:
         return None
-    base_dir = Path(record.base_dir).resolve()
+    found = merged_round_of(workspace, record.base)
+    return found if found is not None and found != index else 0
+
+
+def merged_round_of(workspace: Workspace, model: str) -> int | None:
+    """K when `model` (as a base or --model is written) is the workspace's merged/roundK.
+
+    A relative path is taken in the workspace, as `pefty train --base` takes it, so a moved
+    or copied workspace still finds its rounds (a record's base_dir is where it was)."""
+    path = Path(model)
+    path = (path if path.is_absolute() else workspace.root / path).resolve()
     for candidate in workspace.finished_rounds("merged"):
-        if candidate != index and workspace.merged_dir(candidate).resolve() == base_dir:
+        if workspace.merged_dir(candidate).resolve() == path:
             return candidate
-    return 0
+    return None
 
 
 @dataclass(frozen=True)
