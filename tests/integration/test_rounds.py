@@ -359,8 +359,9 @@ def test_a_set_in_another_language_shows_its_wer_per_round(two_rounds, tmp_path)
     by_round = {line.split()[0]: line for line in lines[1:4]}
     assert by_round["0"].rstrip().endswith("-")  # round 0 was not evaluated on it
     for label, index in (("round1", "1"), ("round2", "2")):
-        wer = json.loads((work / "eval" / label / "eval_english@lang-en.json").read_text())["wer"]
-        assert by_round[index].rstrip().endswith(f"{wer:.1f}%")
+        record = EvalRecord.read(work / "eval" / label / "eval_english@lang-en.json")
+        assert f"{record.wer:.1f}% ±" in by_round[index]  # the WER with its interval
+        assert by_round[index].rstrip().endswith(record.protocols["wer"].format())
     # The round's own figure on a set is never overwritten by one in another language.
     before = (work / "eval" / "round2" / "eval_clean.json").read_text()
     invoke("evaluate", "--model", "merged/round2", *ws[:-2], "--set", "eval_clean")
