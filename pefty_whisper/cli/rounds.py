@@ -241,10 +241,10 @@ def evaluate(
     Writes eval/<round>/<set>.json and a per-utterance .tsv (references,
     hypothesis, duration, each protocol's edit counts). Reference and
     hypothesis get the same normalization: NFC, lower-case, punctuation
-    removed. With --longform
-    (default) the set's utterances are also stitched into recordings of a few
-    minutes and transcribed whole (long-form CER and the share of speech
-    deleted), and 10 s of silence, noise and hum are decoded (goal: no text).
+    removed. With --longform (default) the set's utterances are also stitched
+    into recordings of a few minutes and transcribed whole (long-form CER and
+    the share of speech deleted), and 10 s of silence, noise and hum are
+    decoded (goal: no text).
 
     \b
     Examples:
