@@ -211,6 +211,12 @@ def merge(
     help="Decode in this language instead of model.language, for a set in another language "
     "(e.g. en): `pefty rounds` shows its WER, so forgetting across rounds is visible.",
 )
+@click.option(
+    "--timestamps",
+    is_flag=True,
+    help="Decode each utterance with timestamps (the sequential long-form path) instead of "
+    "<|notimestamps|>; kept apart as <set>@decode-timestamps.",
+)
 @workspace_options
 def evaluate(
     set_name: str,
@@ -220,19 +226,25 @@ def evaluate(
     batch_size: int | None,
     longform: bool,
     language: str | None,
+    timestamps: bool,
     workdir: Path | None,
     config_path: Path | None,
     overrides: tuple[str, ...],
 ) -> None:
-    """CER (spaces removed), CER with spaces and WER on a set, decoded freely.
+    """CER (spaces removed) under KsponSpeech's scoring protocols, with 95% intervals.
 
     \b
-    Writes eval/<round>/<set>.json and a per-utterance .tsv (reference,
-    hypothesis, edit counts). Reference and hypothesis get the same
-    normalization: NFC, lower-case, punctuation removed. With --longform
-    (default) the set's utterances are also stitched into recordings of a few
-    minutes and transcribed whole (long-form CER and the share of speech
-    deleted), and 10 s of silence, noise and hum are decoded (goal: no text).
+    One decode is scored as kspon (spelling side, spaces removed: the primary
+    CER), kspon-phonetic, dual (whichever side scores better), spaces (CER
+    with spaces, ESPnet2's) and wer, each with a bootstrap 95% interval, and
+    per subset (digits, Latin letters, duration buckets); see docs/scoring.md.
+    Writes eval/<round>/<set>.json and a per-utterance .tsv (references,
+    hypothesis, duration, each protocol's edit counts). Reference and
+    hypothesis get the same normalization: NFC, lower-case, punctuation
+    removed. With --longform (default) the set's utterances are also stitched
+    into recordings of a few minutes and transcribed whole (long-form CER and
+    the share of speech deleted), and 10 s of silence, noise and hum are
+    decoded (goal: no text).
 
     \b
     Examples:
@@ -240,6 +252,7 @@ def evaluate(
       pefty evaluate --set eval_other --model merged/round2 --backend ct2
       pefty evaluate --set my_test.csv --limit 50
       pefty evaluate --set english.csv --language en --no-longform   # forgetting
+      pefty evaluate --set eval_clean --timestamps            # decoded by timestamps
     """
     from pefty_whisper.evaluate import evaluate_set
 
@@ -249,22 +262,41 @@ def evaluate(
     with _EvalProgress() as progress:
         report = evaluate_set(
             workspace, config, set_name, model, backend, limit, None, progress.update,
-            longform=longform, language=language,
+            longform=longform, language=language, timestamps=timestamps,
         )  # fmt: skip
     click.echo(
         f"{report.label.folder} on {report.label.set_name} ({report.backend}, "
         f"{report.num_utterances} utterances): CER {report.cer:.2f}%  "
         f"CER with spaces {report.cer_with_spaces:.2f}%  WER {report.wer:.2f}%"
     )
+    if report.figures is not None:
+        figures = report.figures
+        click.echo(
+            "protocols (95% interval): "
+            + "  ".join(f"{name} {figure.format()}" for name, figure in figures.protocols.items())
+        )
+        click.echo(
+            "subsets (kspon): "
+            + "  ".join(
+                f"{name} {figure.format()} ({figure.units})"
+                for name, figure in figures.subsets.items()
+            )
+        )
     click.echo(
         f"{report.utterances_per_second:.2f} utterances/s, real-time factor "
         f"{report.real_time_factor:.3f}; {report.json_path}, {report.tsv_path}"
     )
     if report.longform is not None:
         whole = report.longform
+        spread = (
+            f" ±{(whole.cer_high - whole.cer_low) / 2:.2f}"
+            if whole.cer_low is not None and whole.cer_high is not None
+            else ""
+        )
         click.echo(
             f"long-form ({whole.recordings} recordings, {whole.audio_seconds:.0f} s, "
-            f"{whole.method}): CER {whole.cer:.2f}%, {whole.deleted:.1f}% of the speech deleted; "
+            f"{whole.method}): CER {whole.cer:.2f}%{spread}, "
+            f"{whole.deleted:.1f}% of the speech deleted; "
             f"characters written on silence/noise/hum: "
             + "/".join(str(n) for n in (report.silence_chars or {}).values())
         )

@@ -8,6 +8,9 @@ fine-tuned model writes text on empty audio. So `pefty evaluate` also stitches t
 utterances, in manifest order with seeded pauses, into recordings of a few minutes, transcribes
 each whole with the model's long-form path, and scores them against the joined references; and
 it decodes generated silence, low noise and hum, where the goal is no text at all.
+
+Each recording's counts are kept, so a set of several recordings gets a bootstrap interval over
+recordings (intervals.py): a seam lost in one recording is one draw, not dozens of utterances.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import numpy as np
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
 from pefty_whisper.data.manifest import Utterance
 from pefty_whisper.data.packing import NOISE_KINDS, no_speech_audio
-from pefty_whisper.metrics import score_corpus
+from pefty_whisper.intervals import RESAMPLES, bootstrap_rate
+from pefty_whisper.metrics import score_protocols
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +42,9 @@ class Recording:
     audio: np.ndarray
     reference: str  # the utterances' transcripts joined by spaces
     utterances: int
+    # The pronunciation side joined the same way (each utterance's spelling where it has
+    # none), "" when no utterance has one: the `dual` protocol's second reference.
+    phonetic: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,19 @@ class LongformScore:
     audio_seconds: float
     seconds: float
     method: str  # the long-form path the model took (sequential or chunked)
+    # The bootstrap interval of `cer` over recordings; None for a single recording.
+    cer_low: float | None = None
+    cer_high: float | None = None
+    dual: float | None = None  # CER against whichever side of each recording scores better
+    recording_errors: tuple[int, ...] = ()  # character errors per recording (spaces removed)
+    recording_chars: tuple[int, ...] = ()  # reference characters per recording
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        return {k: _rounded(v) for k, v in asdict(self).items()}
+
+
+def _rounded(value: Any) -> Any:
+    return round(value, 3) if isinstance(value, float) else value
 
 
 def stitch_recordings(
@@ -64,27 +81,35 @@ def stitch_recordings(
     recordings: list[Recording] = []
     pieces: list[np.ndarray] = []
     texts: list[str] = []
+    spoken: list[str] = []
 
     def close() -> None:
         if texts:
-            recordings.append(Recording(np.concatenate(pieces), " ".join(texts), len(texts)))
+            phonetic = " ".join(spoken) if spoken != texts else ""
+            recordings.append(
+                Recording(np.concatenate(pieces), " ".join(texts), len(texts), phonetic)
+            )
 
     length = 0
     for utterance in utterances:
         audio = load_audio(utterance.path)
         if texts and (length + len(audio)) / SAMPLE_RATE > target_s:
             close()
-            pieces, texts, length = [], [], 0
+            pieces, texts, spoken, length = [], [], [], 0
         pause = np.zeros(round(rng.uniform(*PAUSE_S) * SAMPLE_RATE), dtype=np.float32)
         pieces += [pause, audio]
         texts.append(utterance.sentence)
+        spoken.append(utterance.phonetic or utterance.sentence)
         length += len(pause) + len(audio)
     close()
     return recordings
 
 
-def score_longform(transcriber: Any, recordings: Sequence[Recording]) -> LongformScore:
-    """Transcribe each recording whole (the Transcriber's long-form path) and score it."""
+def score_longform(
+    transcriber: Any, recordings: Sequence[Recording], resamples: int = RESAMPLES
+) -> LongformScore:
+    """Transcribe each recording whole (the Transcriber's long-form path) and score it, with
+    an interval over recordings where there are several."""
     started = time.perf_counter()
     step = max(1, transcriber.options.batch_size)  # a whole set in one generate would not fit
     results = [
@@ -95,9 +120,19 @@ def score_longform(transcriber: Any, recordings: Sequence[Recording]) -> Longfor
         )
     ]
     seconds = time.perf_counter() - started
-    scores = score_corpus([r.reference for r in recordings], [t.text for t in results])
+    protocols = score_protocols(
+        [r.reference for r in recordings],
+        [t.text for t in results],
+        [r.phonetic for r in recordings],
+    )
+    scores = protocols.spelling
     reference_chars = sum(u.chars.reference_length for u in scores.utterances)
     share = 100.0 / max(reference_chars, 1)
+    kspon = protocols["kspon"]
+    low = high = None
+    if len(recordings) > 1:
+        interval = bootstrap_rate(kspon.errors, kspon.reference_lengths, resamples=resamples)
+        low, high = interval.low, interval.high
     return LongformScore(
         cer=scores.cer,
         deleted=share * sum(u.chars.deletions for u in scores.utterances),
@@ -106,6 +141,11 @@ def score_longform(transcriber: Any, recordings: Sequence[Recording]) -> Longfor
         audio_seconds=sum(len(r.audio) for r in recordings) / SAMPLE_RATE,
         seconds=seconds,
         method=",".join(sorted({t.method for t in results})),
+        cer_low=low,
+        cer_high=high,
+        dual=protocols["dual"].rate,
+        recording_errors=tuple(int(e) for e in kspon.errors),
+        recording_chars=tuple(int(n) for n in kspon.reference_lengths),
     )
 
 

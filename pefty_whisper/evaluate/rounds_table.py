@@ -4,16 +4,22 @@ Round 0 is the zero-shot base (its evaluations live in eval/round0/); round N re
 adapters/roundN/round.json, merged/roundN/round.json and eval/roundN/*.json. A set's figure is
 the full evaluation at the workspace's context; where only a partial one, one at another
 context or one through a conversion (eval/roundN-ct2/) exists, it is shown marked as such.
+
+Each figure carries its bootstrap 95% interval (`9.9% ±1.2`), and each round is marked against
+its base round (the row before where its base is not in the table) on the same utterances by
+a paired bootstrap (compare.py): better, worse or no clear difference, with the difference.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pefty_whisper.evaluate.compare import RoundMark, base_round, mark_round
+from pefty_whisper.evaluate.figures import DecodeCounts
 from pefty_whisper.evaluate.run import read_eval_results
-from pefty_whisper.workspace import BASE_LABEL, EvalLabel, EvalRecord, Workspace
+from pefty_whisper.workspace import BASE_LABEL, EvalLabel, EvalRecord, RateFigure, Workspace
 
 
 @dataclass(frozen=True)
@@ -34,12 +40,19 @@ class RoundRow:
     # (set name, language) -> WER for sets decoded in another language than model.language
     # (`pefty evaluate --language en`, eval/roundN/<set>@lang-en.json): what rounds forget
     other_wer: dict[tuple[str, str], float] = field(default_factory=dict)
+    # The intervals of eval_cer's and other_wer's figures, where the records hold them.
+    eval_interval: dict[str, RateFigure] = field(default_factory=dict)
+    other_interval: dict[tuple[str, str], RateFigure] = field(default_factory=dict)
+    # set name -> this round against its base round on the same utterances (kspon CER)
+    marks: dict[str, RoundMark] = field(default_factory=dict)
+    # set name -> the evaluation shown in eval_cer (for the marks, which read its TSV)
+    eval_labels: dict[str, EvalLabel] = field(default_factory=dict)
 
 
 def collect_rounds(workspace: Workspace) -> list[RoundRow]:
     """Every round that has an adapter, a merged model or an evaluation, in order."""
     evals: dict[int, dict[str, dict[EvalLabel, EvalRecord]]] = {}
-    others: dict[int, dict[tuple[str, str], float]] = {}
+    others: dict[int, dict[tuple[str, str], EvalRecord]] = {}
     for label, record in sorted(
         read_eval_results(workspace).items(), key=lambda item: (item[0].folder, item[0].stem)
     ):
@@ -50,48 +63,85 @@ def collect_rounds(workspace: Workspace) -> list[RoundRow]:
             wer = others.setdefault(index, {})
             key = (label.set_name, label.language)
             # The round's own backend's figure, as for eval_cer; a conversion's otherwise.
-            wer[key] = wer.get(key, record.wer) if label.backend else record.wer
+            wer[key] = wer.get(key, record) if label.backend else record
             continue
         evals.setdefault(index, {}).setdefault(label.set_name, {})[label] = record
     indices = set(workspace.round_indices()) | set(evals) | set(others)
-    return [_row(workspace, i, evals.get(i, {}), others.get(i, {})) for i in sorted(indices)]
+    rows = [_row(workspace, i, evals.get(i, {}), others.get(i, {})) for i in sorted(indices)]
+    return _marked(workspace, rows)
 
 
-def _pick(variants: dict[EvalLabel, EvalRecord]) -> tuple[EvalRecord, str]:
+def _marked(workspace: Workspace, rows: list[RoundRow]) -> list[RoundRow]:
+    """Each row with its marks against its base round's row (else the row before it) on every
+    set both show; the TSVs are read once each."""
+    by_index = {row.round_index: row for row in rows}
+    cache: dict[Path, DecodeCounts] = {}
+    marked = []
+    for position, row in enumerate(rows):
+        base = base_round(workspace, row.round_index)
+        if base not in by_index or base == row.round_index:
+            base = rows[position - 1].round_index if position else None
+        if base is None:
+            marked.append(row)
+            continue
+        against = by_index[base]
+        marks = {
+            name: mark_round(workspace, label, against.eval_labels[name], base, cache=cache)
+            for name, label in row.eval_labels.items()
+            if name in against.eval_labels
+        }
+        marked.append(replace(row, marks=marks))
+    return marked
+
+
+def _pick(variants: dict[EvalLabel, EvalRecord]) -> tuple[EvalLabel, EvalRecord, str]:
     """The round's own record if there is one; else the latest other one, and what it was."""
-    own = [r for label, r in variants.items() if not label.variant and not label.backend]
+    own = [(label, r) for label, r in variants.items() if not label.variant and not label.backend]
     if own:
-        return own[0], ""
+        return own[0][0], own[0][1], ""
     label, record = max(variants.items(), key=lambda item: item[1].evaluated or "")
     notes = [label.backend] if label.backend else []
     if label.context:
         notes.append(f"context {record.context}")
+    if label.timestamps:
+        notes.append("timestamps")
     if record.partial:
         notes.append(f"first {record.num_utterances} of {record.set_size}")
-    return record, ", ".join(notes) or label.stem
+    return label, record, ", ".join(notes) or label.stem
 
 
 def _row(
     workspace: Workspace,
     index: int,
     evals: dict[str, dict[EvalLabel, EvalRecord]],
-    other: dict[tuple[str, str], float],
+    other: dict[tuple[str, str], EvalRecord],
 ) -> RoundRow:
     adapter = workspace.round_record(index)
     picked = {name: _pick(variants) for name, variants in sorted(evals.items())}
     figures: dict[str, Any] = {
-        "other_wer": other,
-        "eval_cer": {name: record.cer for name, (record, _) in picked.items()},
-        "eval_notes": {name: note for name, (_, note) in picked.items() if note},
+        "other_wer": {key: record.wer for key, record in other.items()},
+        "other_interval": {
+            key: record.protocols["wer"]
+            for key, record in other.items()
+            if "wer" in record.protocols
+        },
+        "eval_cer": {name: record.cer for name, (_, record, _) in picked.items()},
+        "eval_interval": {
+            name: record.protocols["kspon"]
+            for name, (_, record, _) in picked.items()
+            if "kspon" in record.protocols
+        },
+        "eval_labels": {name: label for name, (label, _, _) in picked.items()},
+        "eval_notes": {name: note for name, (_, _, note) in picked.items() if note},
         "longform": {
             name: (record.longform["cer"], record.longform["deleted"])
-            for name, (record, _) in picked.items()
+            for name, (_, record, _) in picked.items()
             if record.longform
         },
         "silence_chars": next(
             (
                 sum(record.silence_chars.values())
-                for record, _ in picked.values()
+                for _, record, _ in picked.values()
                 if record.silence_chars is not None
             ),
             None,
@@ -119,6 +169,8 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
     sets = sorted({name for row in rows for name in row.eval_cer})
     header = ["round", "base", "train set", "utts", "steps", "valid CER", "merged"]
     header += [f"{name} CER" for name in sets]
+    marked = [name for name in sets if any(name in row.marks for row in rows)]
+    header += [f"{name} vs base" for name in marked]
     whole = sorted({name for row in rows for name in row.longform})
     header += [f"{name} long-form (deleted)" for name in whole]
     silence = any(row.silence_chars is not None for row in rows)
@@ -137,9 +189,10 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
             "yes" if row.merged else "-",
         ]
         cells += [_noted(row, name) for name in sets]
+        cells += [row.marks[name].format() if name in row.marks else "-" for name in marked]
         cells += [_longform(row.longform.get(name)) for name in whole]
         cells += [_number(row.silence_chars)] if silence else []
-        cells += [_percent(row.other_wer.get(key)) for key in other]
+        cells += [_figure(row.other_wer.get(key), row.other_interval.get(key)) for key in other]
         lines.append(cells)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     table = "\n".join(
@@ -150,6 +203,12 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
             "\n[...]: not the round's own figure (only a partial evaluation, another context "
             "or a conversion exists); `pefty evaluate` on the whole set writes it"
         )
+    if marked:
+        table += (
+            "\nvs N: CER minus round N's on the same utterances, ± its 95% interval (paired "
+            "bootstrap); better/worse only where the interval excludes 0. "
+            "`pefty compare roundN roundM --set SET` for every protocol"
+        )
     return table
 
 
@@ -157,8 +216,13 @@ def _longform(figures: tuple[float, float] | None) -> str:
     return "-" if figures is None else f"{figures[0]:.1f}% ({figures[1]:.1f}%)"
 
 
+def _figure(value: float | None, interval: RateFigure | None) -> str:
+    """`9.9% ±1.2` where the record holds the interval, `9.9%` where it predates them."""
+    return interval.format() if interval is not None else _percent(value)
+
+
 def _noted(row: RoundRow, name: str) -> str:
-    text = _percent(row.eval_cer.get(name))
+    text = _figure(row.eval_cer.get(name), row.eval_interval.get(name))
     note = row.eval_notes.get(name)
     return f"{text} [{note}]" if note else text
 

@@ -1,14 +1,13 @@
 """Evaluate a model on a set the KsponSpeech way: free decoding, CER with spaces removed first.
 
 The language comes from the model's generation config, never from teacher-forced label tokens,
-so the figure is what a user of the model gets. Every utterance is kept in a TSV beside the
-summary, so a number can always be traced back to the sentences behind it.
+so the figure is what a user of the model gets. One decode is scored under every protocol and
+subset, each with its bootstrap interval (figures.py), and every utterance is kept in a TSV
+beside the summary, so a number can always be traced back to the sentences behind it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import tempfile
 import time
@@ -22,6 +21,7 @@ from pefty_whisper.config import Config
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
 from pefty_whisper.data.manifest import Utterance, read_manifest
 from pefty_whisper.errors import ConfigError, DataError
+from pefty_whisper.evaluate.figures import DecodeFigures, per_utterance_tsv, score_decode
 from pefty_whisper.evaluate.longform import (
     LongformScore,
     score_longform,
@@ -29,7 +29,7 @@ from pefty_whisper.evaluate.longform import (
     stitch_recordings,
 )
 from pefty_whisper.files import atomic_write_text
-from pefty_whisper.metrics import UtteranceScore, score_corpus
+from pefty_whisper.metrics import UtteranceScore
 from pefty_whisper.whisper.model_dir import ModelDir
 from pefty_whisper.workspace import EvalLabel, EvalRecord, ModelTarget, Workspace
 
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 
 NORMALIZATION = (
     "NFC, lower-case, Unicode punctuation removed, spaces collapsed; "
-    "cer removes all spaces (primary), cer_with_spaces keeps them, wer splits on spaces"
+    "cer removes all spaces (primary), cer_with_spaces keeps them, wer splits on spaces; "
+    "protocols: kspon (= cer), kspon-phonetic, dual, spaces (= cer_with_spaces), wer"
 )
 WORST_SHOWN = 5
 
@@ -60,6 +61,9 @@ class EvalReport:
     # Whole-recording figures (longform_eval.py): None when not asked for.
     longform: LongformScore | None = None
     silence_chars: dict[str, int] | None = None
+    # Every protocol's and subset's figure with its interval (figures.py).
+    figures: DecodeFigures | None = None
+    timestamps: bool = False
 
     @property
     def real_time_factor(self) -> float:
@@ -81,6 +85,7 @@ def evaluate_set(
     progress: Callable[[int, float], None] | None = None,
     longform: bool = True,
     language: str | None = None,
+    timestamps: bool = False,
 ) -> EvalReport:
     """Decode every utterance of a set, score it, write eval/<label>/<set>.json and .tsv.
 
@@ -89,7 +94,9 @@ def evaluate_set(
     as such by `pefty rounds`. `backend` auto decodes a directory with its own backend.
     With `longform`, the set is also stitched into recordings of a few minutes and decoded
     whole, and generated silence is decoded (longform_eval.py). `language` decodes a set in
-    another language than model.language (the rounds table shows its WER).
+    another language than model.language (the rounds table shows its WER). `timestamps`
+    decodes each utterance (and the recordings) by timestamps, the sequential long-form path,
+    instead of with `<|notimestamps|>`: kept apart as <set>@decode-timestamps.
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be 1 or more (the first N utterances); got {limit}")
@@ -117,16 +124,22 @@ def evaluate_set(
             batch_size=batch_size,
             language=language,
         )
+        if timestamps:
+            options = replace(options, longform="sequential")
         transcriber = Transcriber(model_dir, options)
+        durations: list[float] = [0.0] * len(utterances)
         hypotheses, seconds, audio_seconds = decode_utterances(
-            transcriber, utterances, batch_size, progress
+            transcriber, utterances, batch_size, progress, timestamps, durations
         )
         whole, silence = None, None
         if longform:
             recordings = stitch_recordings(utterances, seed=config.train.seed)
             whole = score_longform(transcriber, recordings)
             silence = silence_characters(transcriber, seed=config.train.seed)
-    scores = score_corpus([u.sentence for u in utterances], hypotheses)
+    # The bootstrap's own fixed seed (not train.seed): an evaluation's intervals are the same
+    # whichever seed the round was trained with.
+    protocol_scores, figures = score_decode(utterances, hypotheses, durations=durations)
+    scores = protocol_scores.spelling
     partial = len(utterances) < len(manifest.utterances)
     label = EvalLabel(
         model=target.label,
@@ -137,10 +150,12 @@ def evaluate_set(
         if decodable.converted
         else _other_context(workspace, config, target.label, transcriber.context),
         first=len(utterances) if partial else None,
+        timestamps=timestamps,
     )
     json_path = workspace.eval_json(label)
     tsv_path = workspace.eval_tsv(label)
-    atomic_write_text(tsv_path, _per_utterance_tsv(utterances, scores.utterances))
+    tsv = per_utterance_tsv(utterances, protocol_scores, figures.counts.durations)
+    atomic_write_text(tsv_path, tsv)
     worst = sorted(
         zip((u.id for u in utterances), scores.utterances, strict=True),
         key=lambda pair: pair[1].chars.errors,
@@ -162,6 +177,8 @@ def evaluate_set(
         worst=tuple(worst),
         longform=whole,
         silence_chars=silence,
+        figures=figures,
+        timestamps=timestamps,
     )
     _record(report, target, manifest.path, limit, len(manifest.utterances)).write(json_path)
     return report
@@ -184,11 +201,17 @@ def decode_utterances(
     utterances: list[Utterance],
     batch_size: int,
     progress: Callable[[int, float], None] | None = None,
+    timestamps: bool = False,
+    durations: list[float] | None = None,
 ) -> tuple[list[str], float, float]:
     """Hypotheses in manifest order, decoding time, and audio seconds.
 
     Utterances are decoded in order of duration so each batch's transcripts are of similar
-    length and the decoder wastes few steps on finished rows.
+    length and the decoder wastes few steps on finished rows. With `timestamps` each batch
+    goes through the long-form path (the transcriber's decode.longform, sequential for this),
+    which decodes by timestamps as a packed window was trained. `durations`, when given, gets
+    each utterance's decoded seconds at its index (the duration buckets of a manifest without
+    a duration column).
     """
     order = sorted(range(len(utterances)), key=lambda i: utterances[i].duration or 0.0)
     hypotheses: list[str] = [""] * len(utterances)
@@ -198,8 +221,14 @@ def decode_utterances(
         indices = order[start : start + batch_size]
         audios = [load_audio(utterances[i].path) for i in indices]
         batch_seconds = sum(len(a) for a in audios) / SAMPLE_RATE
-        for i, text in zip(indices, transcriber.transcribe_batch(audios), strict=True):
+        if timestamps:
+            texts = [t.text for t in transcriber.transcribe_audios(audios)]
+        else:
+            texts = transcriber.transcribe_batch(audios)
+        for i, text, audio in zip(indices, texts, audios, strict=True):
             hypotheses[i] = text
+            if durations is not None:
+                durations[i] = len(audio) / SAMPLE_RATE
         audio_seconds += batch_seconds
         if progress is not None:
             progress(len(indices), batch_seconds)
@@ -256,42 +285,6 @@ class _decodable_model:
         return out_dir
 
 
-def _per_utterance_tsv(utterances: list[Utterance], scores: tuple[UtteranceScore, ...]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
-    writer.writerow(
-        (
-            "id",
-            "reference",
-            "hypothesis",
-            "char_errors",
-            "substitutions",
-            "deletions",
-            "insertions",
-            "reference_chars",
-            "word_errors",
-            "reference_words",
-        )
-    )
-    for utterance, score in zip(utterances, scores, strict=True):
-        c, w = score.chars, score.words
-        writer.writerow(
-            (
-                utterance.id,
-                score.reference,
-                score.hypothesis,
-                c.errors,
-                c.substitutions,
-                c.deletions,
-                c.insertions,
-                c.reference_length,
-                w.errors,
-                w.reference_length,
-            )
-        )
-    return buffer.getvalue()
-
-
 def _record(
     report: EvalReport, target: ModelTarget, manifest: Path, limit: int | None, set_size: int
 ) -> EvalRecord:
@@ -319,6 +312,10 @@ def _record(
         variant=report.label.variant or None,
         partial=report.label.first is not None,
         set_size=set_size,
+        protocols=report.figures.protocols if report.figures else {},
+        subsets=report.figures.subsets if report.figures else {},
+        bootstrap=report.figures.bootstrap if report.figures else None,
+        timestamps=report.timestamps,
     )
 
 

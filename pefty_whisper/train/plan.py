@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,9 @@ from pefty_whisper.data.mixing import MixEntry, TrainSet, check_distinct
 from pefty_whisper.errors import ConfigError
 from pefty_whisper.workspace import Workspace
 
-__all__ = ["RoundPlan", "default_round_plan"]
+__all__ = ["RoundPlan", "default_round_plan", "warn_on_a_worse_base"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ def default_round_plan(
     if not given:
         sets.insert(0, TrainSet(workspace.round_manifest(round_index, "train")))
     check_distinct(sets)
+    if not resume:
+        warn_on_a_worse_base(workspace, round_index, base)
     return RoundPlan(
         round_index=round_index,
         base=base,
@@ -70,3 +75,34 @@ def default_round_plan(
         resume=resume,
         force=force,
     )
+
+
+def warn_on_a_worse_base(workspace: Workspace, round_index: int, base: str) -> bool:
+    """Warn when `base` is a merged round clearly worse than its own base (paired bootstrap on
+    the same utterances, evaluate/compare.py): on a set in the round's language by CER, or on
+    an other-language set (`@lang-xx`) by WER. The warning names the `pefty train` that trains
+    on the earlier base instead; training goes on (the user may know why). True if it warned."""
+    # Imported here: evaluate's package imports merge, which imports train.
+    from pefty_whisper.evaluate.compare import regressions
+
+    base_dir = (workspace.root / base).resolve()
+    merged = [k for k in workspace.finished_rounds("merged") if workspace.merged_dir(k) == base_dir]
+    if not merged:
+        return False
+    worse = regressions(workspace, merged[0])
+    if not worse:
+        return False
+    earlier = worse[0].base_round
+    record = workspace.merge_record(merged[0])
+    earlier_base = workspace.merged_ref(earlier) if earlier > 0 or record is None else record.base
+    command = ["pefty", "train", "--round", str(round_index), "--base", earlier_base]
+    logger.warning(
+        "%s is clearly worse than its base (round %d): %s. To train round %d on the earlier "
+        "base instead: %s",
+        base,
+        earlier,
+        "; ".join(r.describe() for r in worse),
+        round_index,
+        " ".join(command),
+    )
+    return True

@@ -26,6 +26,7 @@ CONFIG_FILE = "pefty.yaml"
 BASE_LABEL = "round0"  # eval/round0/: the configured base, zero-shot
 # A checkpoint decoded through a conversion to one of these backends is kept apart (round2-ct2).
 CONVERSION_BACKENDS = ("ct2", "onnx")
+_TIMESTAMPS = "timestamps"  # the variant word of an evaluation decoded with timestamps
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class EvalLabel:
     language: str | None = None  # decoded in another language than model.language
     context: str | None = None  # decoded at another context than model.context
     first: int | None = None  # only the first N utterances of the set
+    timestamps: bool = False  # each utterance decoded with timestamps (`evaluate --timestamps`)
 
     @property
     def folder(self) -> str:
@@ -51,17 +53,26 @@ class EvalLabel:
 
     @property
     def variant(self) -> str:
-        """'' for the round's own figure, else `lang-en-context-auto-first-50` (in that order)."""
+        """'' for the round's own figure, else `lang-en-context-auto-first-50-decode-timestamps`
+        (in that order)."""
         parts = [f"lang-{self.language}"] if self.language else []
         if self.context:
             parts.append(f"context-{self.context}")
         if self.first is not None:
             parts.append(f"first-{self.first}")
+        if self.timestamps:
+            parts.append(f"decode-{_TIMESTAMPS}")
         return "-".join(parts)
 
     @property
     def stem(self) -> str:
         return f"{self.set_name}@{self.variant}" if self.variant else self.set_name
+
+    @property
+    def reference(self) -> str:
+        """`round2-ct2@context-auto`: the evaluation as `pefty compare` names it (its set
+        aside); the inverse of `from_reference`."""
+        return f"{self.folder}@{self.variant}" if self.variant else self.folder
 
     @property
     def round(self) -> int | None:
@@ -80,8 +91,13 @@ class EvalLabel:
         set_name, _, variant = stem.partition("@")
         words = variant.split("-") if variant else []
         keys = dict(zip(words[::2], words[1::2], strict=False))
-        unknown = set(keys) - {"lang", "context", "first"}
-        if len(words) % 2 or unknown or ("first" in keys and not keys["first"].isdigit()):
+        unknown = set(keys) - {"lang", "context", "first", "decode"}
+        if (
+            len(words) % 2
+            or unknown
+            or ("first" in keys and not keys["first"].isdigit())
+            or keys.get("decode", _TIMESTAMPS) != _TIMESTAMPS
+        ):
             raise ConfigError(f"eval/{folder}/{stem}.json: not an evaluation's name")
         return cls(
             model=model,
@@ -90,7 +106,15 @@ class EvalLabel:
             language=keys.get("lang"),
             context=keys.get("context"),
             first=int(keys["first"]) if "first" in keys else None,
+            timestamps="decode" in keys,
         )
+
+    @classmethod
+    def from_reference(cls, reference: str, set_name: str) -> EvalLabel:
+        """`round2`, `round2-ct2` or `round2@context-auto` (an eval/ folder, with a variant)
+        on `set_name`: how `pefty compare` names an evaluation that is not a model."""
+        folder, _, variant = reference.partition("@")
+        return cls.parse(folder, f"{set_name}@{variant}" if variant else set_name)
 
 
 @dataclass(frozen=True)

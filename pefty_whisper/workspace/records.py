@@ -224,6 +224,10 @@ def _field_value(annotation: Any, value: Any, path: Path, where: str) -> Any:
         annotation = inner[0] if len(inner) == 1 else Any
     if dataclasses.is_dataclass(annotation):
         return _from_json(annotation, value, path, f"{where}.")
+    if typing.get_origin(annotation) is dict and isinstance(value, dict):
+        inner = typing.get_args(annotation)[1]
+        if dataclasses.is_dataclass(inner):
+            return {k: _from_json(inner, v, path, f"{where}.{k}.") for k, v in value.items()}
     if typing.get_origin(annotation) is tuple and isinstance(value, list):
         inner = typing.get_args(annotation)[0]
         return tuple(_field_value(inner, v, path, f"{where}[{i}]") for i, v in enumerate(value))
@@ -320,6 +324,35 @@ class ExportRecord:
 
 
 @dataclass(frozen=True)
+class RateFigure:
+    """An error rate with its bootstrap interval (intervals.py): what `9.9% ±1.2` is made of."""
+
+    rate: float  # percent: errors over reference_length
+    low: float  # the interval's bounds, in percent (percentile intervals need not be symmetric)
+    high: float
+    errors: int
+    reference_length: int  # characters, or words for WER
+    units: int  # utterances (or recordings) resampled
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def format(self, digits: int = 1) -> str:
+        """`9.9% ±1.2`: the figure and its uncertainty in one table cell."""
+        return f"{self.rate:.{digits}f}% ±{self.half_width:.{digits}f}"
+
+
+@dataclass(frozen=True)
+class BootstrapSettings:
+    """How the intervals of an evaluation were drawn: the same settings give the same bounds."""
+
+    resamples: int
+    seed: int
+    confidence: float
+
+
+@dataclass(frozen=True)
 class EvalRecord:
     """One evaluation's summary: the model, the set, how it was decoded, and its figures."""
 
@@ -347,6 +380,13 @@ class EvalRecord:
     variant: str | None = None  # None: the round's own figure
     partial: bool = False
     set_size: int | None = None
+    # Every scoring protocol's figure with its interval (metrics.PROTOCOLS: kspon is `cer`),
+    # and the subsets' (digits, Latin letters, duration buckets) under kspon; empty in records
+    # written before protocols existed. The per-utterance TSV recomputes all of them.
+    protocols: dict[str, RateFigure] = field(default_factory=dict)
+    subsets: dict[str, RateFigure] = field(default_factory=dict)
+    bootstrap: BootstrapSettings | None = None
+    timestamps: bool = False  # each utterance decoded with timestamps (`--timestamps`)
 
     @classmethod
     def read(cls, path: Path) -> EvalRecord:

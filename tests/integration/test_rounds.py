@@ -24,10 +24,14 @@ from safetensors.torch import load_file, save_file
 from workspaces import SENTENCES, make_workspace, subprocess_env, write_manifest
 
 from pefty_whisper.cli import main
+from pefty_whisper.evaluate.compare import compare_evaluations
+from pefty_whisper.evaluate.figures import figures_of, read_counts
 from pefty_whisper.evaluate.rounds_table import collect_rounds
-from pefty_whisper.workspace import MergeRecord, RoundRecord, Workspace
+from pefty_whisper.metrics import PROTOCOLS
+from pefty_whisper.workspace import EvalRecord, MergeRecord, RoundRecord, Workspace
 
 SHORT_ROUND = ["-o", "train.max_steps=2", "-o", "train.eval_steps=2"]
+PHONETIC = {"KBS 뉴스를 봤어요": "케이 비 에스 뉴스를 봤어요"}
 
 
 def invoke(*args: str):
@@ -46,7 +50,11 @@ def two_rounds(tmp_path_factory) -> tuple[Path, Path]:
     rows = [(str(p), s) for p, s in zip(audio, SENTENCES, strict=True)]
     write_manifest(work / "data" / "train_KsponSpeech_02_train.csv", rows[::-1])
     write_manifest(work / "data" / "train_KsponSpeech_02_test.csv", rows)
-    write_manifest(work / "data" / "eval_clean.csv", rows)
+    # KsponSpeech's dual transcription: `(KBS)/(케이 비 에스)` keeps its spoken side beside it.
+    with (work / "data" / "eval_clean.csv").open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "sentence", "phonetic"])
+        writer.writerows([(*row, PHONETIC.get(row[1], "")) for row in rows])
     ws = ["--workdir", str(work)]
     invoke("evaluate", "--set", "eval_clean", "--model", str(base), *ws, "-o", f"model.base={base}")
     invoke("train", "--round", "1", "--base", str(base), *ws, *SHORT_ROUND)
@@ -134,6 +142,51 @@ def test_evaluate_writes_summary_and_per_utterance_tsv(two_rounds):
     assert set(summary["silence_chars"]) == {"silence", "noise", "hum"}
 
 
+def test_evaluate_scores_every_protocol_and_subset_with_intervals(two_rounds):
+    _, work = two_rounds
+    record = EvalRecord.read(work / "eval" / "round2" / "eval_clean.json")
+    assert list(record.protocols) == list(PROTOCOLS)
+    assert record.protocols["kspon"].rate == pytest.approx(record.cer)
+    assert record.protocols["spaces"].rate == pytest.approx(record.cer_with_spaces)
+    assert record.protocols["wer"].rate == pytest.approx(record.wer)
+    for figure in (*record.protocols.values(), *record.subsets.values()):
+        assert figure.low <= figure.rate <= figure.high
+    # KBS is the one utterance with Latin letters; every 1 s utterance is under 2 s (the
+    # manifest has no durations: the decoded audio's are used).
+    assert record.subsets["latin"].units == 1 and record.subsets["no latin"].units == 3
+    assert record.subsets["<2 s"].units == 4 and "digits" not in record.subsets
+    assert record.bootstrap is not None and record.bootstrap.resamples == 1000
+    # The TSV carries both sides and every protocol's counts: the record's figures come back.
+    tsv = work / "eval" / "round2" / "eval_clean.tsv"
+    with tsv.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [r["phonetic"] for r in rows] == ["", "", "", "케이 비 에스 뉴스를 봤어요"]
+    assert [r["duration"] for r in rows] == ["1.000"] * 4
+    again = figures_of(read_counts(tsv))
+    assert again.protocols == record.protocols and again.subsets == record.subsets
+    # The long-form figure of one recording has no interval over recordings.
+    assert record.longform["recordings"] == 1 and record.longform["cer_low"] is None
+    assert record.longform["recording_errors"] and record.longform["dual"] is not None
+
+
+def test_evaluate_with_timestamps_is_kept_apart_and_prints_the_protocols(two_rounds, tmp_path):
+    _, original = two_rounds
+    work = tmp_path / "work"
+    shutil.copytree(original, work)
+    ws = ["--workdir", str(work), "--no-longform"]
+    output = invoke("evaluate", "--model", "merged/round2", "--timestamps", *ws).output
+    assert "protocols (95% interval): kspon " in output and " dual " in output
+    assert "subsets (kspon): no digits " in output and " latin " in output and "±" in output
+    record = EvalRecord.read(work / "eval" / "round2" / "eval_clean@decode-timestamps.json")
+    assert record.timestamps and record.variant == "decode-timestamps"
+    assert record.num_utterances == 4 and list(record.protocols) == list(PROTOCOLS)
+    # The round's own figure is untouched, and the two compare on the same utterances.
+    before = (original / "eval" / "round2" / "eval_clean.json").read_text()
+    assert (work / "eval" / "round2" / "eval_clean.json").read_text() == before
+    compared = invoke("compare", "round2", "round2@decode-timestamps", "--workdir", str(work))
+    assert "B = round2@decode-timestamps, 4 utterances in both" in compared.output
+
+
 def test_evaluate_through_ct2_keeps_the_torch_figures(two_rounds):
     _, work = two_rounds
     torch_summary = work / "eval" / "round2" / "eval_clean.json"
@@ -163,6 +216,19 @@ def test_rounds_table_and_plot(two_rounds, tmp_path):
         assert f"{whole['cer']:.1f}% ({whole['deleted']:.1f}%)" in line
         assert line.rstrip().endswith(f"  {sum(summary['silence_chars'].values()):,d}")
     assert (tmp_path / "rounds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Each figure with its interval, each round marked against its base on the same utterances.
+    assert "eval_clean vs base" in lines[0]
+    workspace = Workspace.at(work)
+    config = workspace.load_config()
+    for line, label in zip(lines[1:4], ("round0", "round1", "round2"), strict=True):
+        interval = EvalRecord.read(work / "eval" / label / "eval_clean.json").protocols["kspon"]
+        assert interval.format() in line
+    assert "vs " not in lines[1]
+    for line, (a, b) in zip(lines[2:4], (("round0", "round1"), ("round1", "round2")), strict=True):
+        paired = compare_evaluations(workspace, config, a, b, "eval_clean").primary.paired
+        mark = f"vs {a[-1]}: {paired.difference:+.1f} ±{paired.half_width:.1f} {paired.verdict}"
+        assert mark in line
+    assert "paired bootstrap" in result.output
 
 
 def test_merge_refuses_a_changed_base(two_rounds, tmp_path):
@@ -293,8 +359,9 @@ def test_a_set_in_another_language_shows_its_wer_per_round(two_rounds, tmp_path)
     by_round = {line.split()[0]: line for line in lines[1:4]}
     assert by_round["0"].rstrip().endswith("-")  # round 0 was not evaluated on it
     for label, index in (("round1", "1"), ("round2", "2")):
-        wer = json.loads((work / "eval" / label / "eval_english@lang-en.json").read_text())["wer"]
-        assert by_round[index].rstrip().endswith(f"{wer:.1f}%")
+        record = EvalRecord.read(work / "eval" / label / "eval_english@lang-en.json")
+        assert f"{record.wer:.1f}% ±" in by_round[index]  # the WER with its interval
+        assert by_round[index].rstrip().endswith(record.protocols["wer"].format())
     # The round's own figure on a set is never overwritten by one in another language.
     before = (work / "eval" / "round2" / "eval_clean.json").read_text()
     invoke("evaluate", "--model", "merged/round2", *ws[:-2], "--set", "eval_clean")
@@ -318,3 +385,121 @@ def test_evaluate_names_an_unknown_language_before_loading(two_rounds):
     )
     assert result.exit_code != 0
     assert "unknown Whisper language 'klingon'" in result.output
+
+
+def _rewrite_tsv(path: Path, change) -> None:
+    """A planted evaluation: each row of a per-utterance TSV changed by `change(row)`."""
+    with path.open(encoding="utf-8") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        fields, rows = reader.fieldnames, list(reader)
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fields, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(change(dict(row)) or row for row in rows)
+
+
+def _errors(row: dict, char_errors: int | None = None, word_errors: int | None = None) -> dict:
+    if char_errors is not None:
+        for column in ("char_errors", "phonetic_char_errors", "dual_char_errors"):
+            row[column] = str(char_errors)
+        row["char_errors_with_spaces"] = str(char_errors)
+    if word_errors is not None:
+        row["word_errors"] = str(word_errors)
+    return row
+
+
+def _plant(work: Path, folder: str, stem: str, rows: list[tuple[str, str, int, int]]) -> None:
+    """eval/<folder>/<stem>.json and .tsv holding (id, reference, errors, characters) rows."""
+    source = work / "eval" / "round2" / "eval_clean.json"
+    (work / "eval" / folder).mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, work / "eval" / folder / f"{stem}.json")
+    with (work / "eval" / folder / f"{stem}.tsv").open("w", encoding="utf-8") as handle:
+        handle.write("id\treference\thypothesis\tchar_errors\treference_chars\n")
+        handle.writelines(f"{i}\t{ref}\t\t{e}\t{n}\n" for i, ref, e, n in rows)
+
+
+def test_compare_finds_no_difference_with_itself_and_a_planted_one(two_rounds, tmp_path):
+    _, original = two_rounds
+    work = tmp_path / "work"
+    shutil.copytree(original, work)
+    ws = ["--workdir", str(work)]
+    itself = invoke("compare", "round2", "merged/round2", "--set", "eval_clean", *ws).output
+    lines = itself.splitlines()
+    assert lines[0].startswith("eval_clean: A = round2, B = round2, 4 utterances in both")
+    assert [line.split()[0] for line in lines[2:7]] == list(PROTOCOLS)
+    assert all("+0.0 points [+0.0, +0.0]: no clear difference" in line for line in lines[2:7])
+    assert lines[-1] == "B against A (kspon CER): no clear difference"
+
+    # 300 planted utterances of 20 characters: A at 5%, B at 8% on every one of them.
+    references = [(f"p{i}", f"문장 {i}") for i in range(300)]
+    _plant(work, "planted-a", "eval_clean", [(i, r, 1, 20) for i, r in references])
+    _plant(work, "planted-b", "eval_clean", [(i, r, 1 + (i[-1] in "012345"), 20)
+                                             for i, r in references])  # fmt: skip
+    planted = invoke("compare", "planted-a", "planted-b", *ws).output.splitlines()
+    assert [line.split()[0] for line in planted[2:]] == ["kspon", "B"]  # an old-style TSV
+    assert "5.0% ±0.0" in planted[2] and planted[-1].endswith(": worse")
+    assert "+3.0 points" in planted[2]
+
+    # Other utterances, a missing evaluation: one line each, naming the way out.
+    _plant(work, "planted-c", "eval_clean", [(f"q{i}", r, 1, 20) for i, (_, r) in enumerate(
+        references)])  # fmt: skip
+    result = CliRunner().invoke(main, ["compare", "planted-a", "planted-c", *ws])
+    assert result.exit_code == 1 and "decoded on different utterances" in result.output
+    result = CliRunner().invoke(main, ["compare", "round1", "round3", *ws])
+    assert result.exit_code == 1
+    assert "run `pefty evaluate --set eval_clean --model merged/round3` first" in result.output
+    result = CliRunner().invoke(main, ["compare", "round1", "round2@context-auto", *ws])
+    assert result.exit_code == 1
+    assert (
+        "run `pefty evaluate --set eval_clean --model merged/round2 -o model.context=auto` first"
+        in result.output
+    )
+
+
+def test_training_on_a_round_clearly_worse_than_its_base_warns(two_rounds, tmp_path, caplog):
+    import logging
+
+    from pefty_whisper.train import default_round_plan
+    from pefty_whisper.train import plan as plan_module
+
+    _, original = two_rounds
+    work = tmp_path / "work"
+    shutil.copytree(original, work)
+    workspace = Workspace.at(work)
+    config = workspace.load_config()
+    logger = logging.getLogger(plan_module.__name__)
+    logger.addHandler(caplog.handler)
+
+    def warnings_for_round_3() -> str:
+        caplog.clear()
+        with caplog.at_level("WARNING", logger=logger.name):
+            default_round_plan(workspace, config, 3)
+        return caplog.text
+
+    try:
+        # Round 1 perfect and round 2 no better: no warning.
+        _rewrite_tsv(work / "eval" / "round1" / "eval_clean.tsv", lambda r: _errors(r, 0))
+        _rewrite_tsv(work / "eval" / "round2" / "eval_clean.tsv", lambda r: _errors(r, 0))
+        assert warnings_for_round_3() == ""
+        # Planted: round 2 wrong on every utterance its base got right.
+        _rewrite_tsv(work / "eval" / "round2" / "eval_clean.tsv", lambda r: _errors(r, 3))
+        text = warnings_for_round_3()
+        assert "merged/round2 is clearly worse than its base (round 1): eval_clean CER" in text
+        assert "To train round 3 on the earlier base instead: " in text
+        assert text.rstrip().endswith("pefty train --round 3 --base merged/round1")
+        # The other-language set by WER: forgetting English is flagged as well.
+        _rewrite_tsv(work / "eval" / "round2" / "eval_clean.tsv", lambda r: _errors(r, 0))
+        for label, words in (("round1", 0), ("round2", 2)):
+            folder = work / "eval" / label
+            for suffix in (".json", ".tsv"):
+                shutil.copy(folder / f"eval_clean{suffix}", folder / f"eval_clean@lang-en{suffix}")
+            _rewrite_tsv(folder / "eval_clean@lang-en.tsv", lambda r, w=words: _errors(r, None, w))
+        text = warnings_for_round_3()
+        assert "eval_clean WER (en)" in text and "eval_clean CER" not in text
+        # An explicit earlier base, or a resumed round, is not warned about.
+        caplog.clear()
+        default_round_plan(workspace, config, 3, base="merged/round1")
+        default_round_plan(workspace, config, 3, resume=True)
+        assert caplog.text == ""
+    finally:
+        logger.removeHandler(caplog.handler)

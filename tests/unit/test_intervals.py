@@ -8,6 +8,7 @@ import pytest
 from pefty_whisper.intervals import (
     RateInterval,
     bootstrap_rate,
+    bootstrap_rates,
     group_counts,
     paired_bootstrap,
 )
@@ -109,3 +110,11 @@ def test_bad_counts_are_refused():
         bootstrap_rate([1], [3], resamples=0)
     with pytest.raises(ValueError, match="group labels"):
         group_counts([1], [3], ["a", "b"])
+
+
+def test_several_rates_from_one_draw_equal_one_draw_each():
+    rng = np.random.default_rng(7)
+    lengths = rng.integers(5, 40, 500)
+    pairs = [(rng.binomial(lengths, p), lengths) for p in (0.05, 0.1, 0.3)]
+    together = bootstrap_rates(pairs, resamples=400, seed=3)
+    assert together == tuple(bootstrap_rate(e, n, resamples=400, seed=3) for e, n in pairs)

@@ -91,3 +91,24 @@ def test_recordings_are_decoded_decode_batch_size_at_a_time() -> None:
     planted = PlantedTranscriber(SENTENCES, batch_size=3)
     assert score_longform(planted, recordings).cer == 0
     assert planted.calls == [3, 1]
+
+
+def test_recordings_join_the_phonetic_side_and_get_an_interval_over_recordings(
+    tmp_path: Path,
+) -> None:
+    utterances = _utterances(tmp_path)
+    spoken = Utterance(utterances[2].path, "3시에 만나요", 2.0, "u2", phonetic="세 시에 만나요")
+    utterances[2] = spoken
+    recordings = stitch_recordings(utterances, seed=1, target_s=6.0)
+    assert recordings[0].phonetic == ""  # no utterance of it has a phonetic side
+    assert recordings[1].reference == "3시에 만나요 내일 다시 봐요"
+    assert recordings[1].phonetic == "세 시에 만나요 내일 다시 봐요"
+    # The model wrote what was said: an error under kspon, none under dual.
+    texts = [recordings[0].reference, recordings[1].phonetic]
+    score = score_longform(PlantedTranscriber(texts), recordings)
+    assert score.cer > 0 and score.dual == 0
+    assert score.recording_errors == (0, 1) and len(score.recording_chars) == 2
+    assert score.cer_low is not None and score.cer_low <= score.cer <= score.cer_high
+    single = score_longform(PlantedTranscriber(texts[:1]), recordings[:1])
+    assert single.cer_low is None and single.cer_high is None
+    assert set(score.as_dict()) >= {"cer_low", "cer_high", "dual", "recording_errors"}
