@@ -211,6 +211,14 @@ def merge(
     help="Decode in this language instead of model.language, for a set in another language "
     "(e.g. en): `pefty rounds` shows its WER, so forgetting across rounds is visible.",
 )
+@click.option(
+    "--condition",
+    default=None,
+    metavar="NAME",
+    help="Score the set's audio under a condition, seeded per utterance: telephone, "
+    "noise-10db, noise-babble-5db, speed-0.9, quiet-20db, loud-6db, or several joined with + "
+    "(telephone+noise-10db). Kept apart as <set>@<condition>, its own column in `pefty rounds`.",
+)
 @workspace_options
 def evaluate(
     set_name: str,
@@ -220,6 +228,7 @@ def evaluate(
     batch_size: int | None,
     longform: bool,
     language: str | None,
+    condition: str | None,
     workdir: Path | None,
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -240,6 +249,7 @@ def evaluate(
       pefty evaluate --set eval_other --model merged/round2 --backend ct2
       pefty evaluate --set my_test.csv --limit 50
       pefty evaluate --set english.csv --language en --no-longform   # forgetting
+      pefty evaluate --set eval_clean --condition telephone   # eval_clean@telephone
     """
     from pefty_whisper.evaluate import evaluate_set
 
@@ -249,10 +259,10 @@ def evaluate(
     with _EvalProgress() as progress:
         report = evaluate_set(
             workspace, config, set_name, model, backend, limit, None, progress.update,
-            longform=longform, language=language,
+            longform=longform, language=language, condition=condition,
         )  # fmt: skip
     click.echo(
-        f"{report.label.folder} on {report.label.set_name} ({report.backend}, "
+        f"{report.label.folder} on {report.label.column} ({report.backend}, "
         f"{report.num_utterances} utterances): CER {report.cer:.2f}%  "
         f"CER with spaces {report.cer_with_spaces:.2f}%  WER {report.wer:.2f}%"
     )
@@ -268,6 +278,8 @@ def evaluate(
             f"characters written on silence/noise/hum: "
             + "/".join(str(n) for n in (report.silence_chars or {}).values())
         )
+    if report.label.condition and longform:
+        click.echo("long-form and silence figures skipped: they are the clean set's")
     if report.label.variant:
         click.echo(
             f"kept apart from {report.label.folder}'s figure ({report.label.variant}): "

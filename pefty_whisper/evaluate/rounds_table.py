@@ -3,12 +3,13 @@
 Round 0 is the zero-shot base (its evaluations live in eval/round0/); round N reads
 adapters/roundN/round.json, merged/roundN/round.json and eval/roundN/*.json. A set's figure is
 the full evaluation at the workspace's context; where only a partial one, one at another
-context or one through a conversion (eval/roundN-ct2/) exists, it is shown marked as such.
+context or one through a conversion (eval/roundN-ct2/) exists, it is shown marked as such. A
+set evaluated under a condition (eval_clean@telephone) is a column of its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ class RoundRow:
     steps: int | None = None
     best_valid_cer: float | None = None
     merged: bool = False
-    eval_cer: dict[str, float] = field(default_factory=dict)  # set name -> CER (spaces removed)
+    # set name (or set@condition) -> CER (spaces removed)
+    eval_cer: dict[str, float] = field(default_factory=dict)
     # set name -> how a figure shown in place of the round's own was decoded ("first 2 of 4")
     eval_notes: dict[str, str] = field(default_factory=dict)
     # set name -> (long-form CER, % of speech deleted), from the same evaluation as eval_cer
@@ -46,13 +48,15 @@ def collect_rounds(workspace: Workspace) -> list[RoundRow]:
         index = label.round
         if index is None:
             continue
-        if label.language:
+        if label.language and not label.condition:
             wer = others.setdefault(index, {})
             key = (label.set_name, label.language)
             # The round's own backend's figure, as for eval_cer; a conversion's otherwise.
             wer[key] = wer.get(key, record.wer) if label.backend else record.wer
             continue
-        evals.setdefault(index, {}).setdefault(label.set_name, {})[label] = record
+        # A set under a condition (eval_clean@telephone) is a column of its own, never the set's.
+        column = evals.setdefault(index, {}).setdefault(label.column, {})
+        column[replace(label, condition=None)] = record
     indices = set(workspace.round_indices()) | set(evals) | set(others)
     return [_row(workspace, i, evals.get(i, {}), others.get(i, {})) for i in sorted(indices)]
 

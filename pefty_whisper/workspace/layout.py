@@ -34,7 +34,8 @@ class EvalLabel:
 
     Only a full evaluation at the workspace's context, decoded by the model's own backend, is
     the round's figure; a conversion (round2-ct2), another language (`@lang-en`), another
-    context (`@context-auto`) or a partial set (`@first-50`) is kept beside it, never over it.
+    context (`@context-auto`), a partial set (`@first-50`) or the set under an evaluation
+    condition (`@cond-telephone`, data/conditions.py) is kept beside it, never over it.
     This class is the one place these names are made and read back.
     """
 
@@ -44,6 +45,7 @@ class EvalLabel:
     language: str | None = None  # decoded in another language than model.language
     context: str | None = None  # decoded at another context than model.context
     first: int | None = None  # only the first N utterances of the set
+    condition: str | None = None  # the audio under a named condition (telephone, noise-10db)
 
     @property
     def folder(self) -> str:
@@ -51,13 +53,22 @@ class EvalLabel:
 
     @property
     def variant(self) -> str:
-        """'' for the round's own figure, else `lang-en-context-auto-first-50` (in that order)."""
+        """'' for the round's own figure, else `lang-en-context-auto-first-50-cond-telephone`
+        (in that order; the condition last, since its name has dashes of its own)."""
         parts = [f"lang-{self.language}"] if self.language else []
         if self.context:
             parts.append(f"context-{self.context}")
         if self.first is not None:
             parts.append(f"first-{self.first}")
+        if self.condition:
+            parts.append(f"cond-{self.condition}")
         return "-".join(parts)
+
+    @property
+    def column(self) -> str:
+        """The set as the rounds table shows it: `eval_clean`, or `eval_clean@telephone` for
+        the set under a condition, a column of its own."""
+        return f"{self.set_name}@{self.condition}" if self.condition else self.set_name
 
     @property
     def stem(self) -> str:
@@ -78,10 +89,15 @@ class EvalLabel:
         if match:
             model, backend = match.group(1), match.group(2)
         set_name, _, variant = stem.partition("@")
+        condition = None
+        if variant.startswith("cond-") or "-cond-" in variant:
+            variant, _, condition = ("-" + variant).partition("-cond-")
+            variant = variant[1:]
         words = variant.split("-") if variant else []
         keys = dict(zip(words[::2], words[1::2], strict=False))
         unknown = set(keys) - {"lang", "context", "first"}
-        if len(words) % 2 or unknown or ("first" in keys and not keys["first"].isdigit()):
+        bad_first = "first" in keys and not keys["first"].isdigit()
+        if len(words) % 2 or unknown or bad_first or condition == "":
             raise ConfigError(f"eval/{folder}/{stem}.json: not an evaluation's name")
         return cls(
             model=model,
@@ -90,6 +106,7 @@ class EvalLabel:
             language=keys.get("lang"),
             context=keys.get("context"),
             first=int(keys["first"]) if "first" in keys else None,
+            condition=condition,
         )
 
 
