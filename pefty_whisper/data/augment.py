@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ NOISE_FILE_SUFFIXES = (".wav", ".flac")
 # Each transform's own generator (the last element of its spawn key). Fixed numbers: a transform
 # added later gets a new one and leaves these draws unchanged.
 _STREAMS = {"speed": 0, "noise": 1, "telephone": 2, "gain": 3, "noise_signal": 4}
+# A mix's parts (and a packed mix's passes) draw from index ranges this far apart: a manifest
+# never has 2^32 rows.
+PART_STRIDE = 1 << 32
 
 
 def utterance_rng(seed: int, index: int, epoch: int = 0, stream: int = 0) -> np.random.Generator:
@@ -336,6 +340,49 @@ class Augmenter:
             return None
         rng = utterance_rng(self.section.seed, index, epoch, _STREAMS[name])
         return rng if rng.random() < prob else None
+
+
+class LoaderAugment:
+    """The Augmenter as a training set holds it, in the loader's workers.
+
+    The epoch is one word of shared memory, made before the workers fork: the trainer writes it
+    at each epoch's start (train/augmentation.py), and persistent workers, which keep their own
+    copy of the dataset and never see `set_epoch`, read it there. `part` gives each part of a
+    mix (and each packed pass) its own index range, so two sets' row 0 draw apart.
+    """
+
+    def __init__(
+        self, augmenter: Augmenter, offset: int = 0, epoch: Any = None, max_samples: int = 0
+    ) -> None:
+        self.augmenter = augmenter
+        self.offset = offset
+        self.max_samples = max_samples  # 0: no limit; else Whisper's 30 s window
+        self._epoch = epoch if epoch is not None else multiprocessing.RawValue("q", 0)
+
+    def part(self, part: int) -> LoaderAugment:
+        """The same chain and epoch for part `part` of a mix: indices from part * PART_STRIDE."""
+        return LoaderAugment(self.augmenter, part * PART_STRIDE, self._epoch, self.max_samples)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.value)
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.value = epoch
+
+    def plan(self, index: int, epoch: int | None = None) -> AugmentPlan:
+        """Row `index`'s draws in `epoch` (default: the current one)."""
+        return self.augmenter.plan(self.offset + index, self.epoch if epoch is None else epoch)
+
+    def __call__(
+        self, audio: np.ndarray, index: int, others: Sequence[np.ndarray] = ()
+    ) -> Augmented:
+        """Row `index` augmented for the current epoch. An utterance slowed past `max_samples`
+        keeps its own audio: Whisper would cut it, and its label with it."""
+        augmented = self.augmenter(audio, self.offset + index, self.epoch, others)
+        if self.max_samples and len(augmented.audio) > self.max_samples >= len(audio):
+            return Augmented(audio)
+        return augmented
 
 
 # --- SpecAugment --------------------------------------------------------------------------------

@@ -13,20 +13,30 @@ from typing import Literal
 
 import numpy as np
 
-from pefty_whisper.config import NOISE_KINDS
+from pefty_whisper.config import NOISE_KINDS, AugmentSection
 from pefty_whisper.config.validation import RANGES
+from pefty_whisper.data.audio import load_audio
 from pefty_whisper.data.augment import (
     add_noise,
     apply_gain,
+    list_noise_files,
     make_noise,
     speed_perturb,
     telephone,
 )
 from pefty_whisper.errors import ConfigError
 
-__all__ = ["CONDITION_FORMS", "Condition", "ConditionStep", "apply_condition", "parse_condition"]
+__all__ = [
+    "CONDITION_FORMS",
+    "Condition",
+    "ConditionStep",
+    "ConditionedAudio",
+    "apply_condition",
+    "parse_condition",
+]
 
 _CONDITION_STREAM = 1_000  # apply_condition's steps, apart from training's (epoch, index) keys
+BABBLE_NEIGHBOURS = 2  # babble's talkers: the utterances this many rows either side
 
 
 CONDITION_FORMS = (
@@ -125,3 +135,36 @@ def apply_condition(
         elif step.transform == "gain":
             audio = apply_gain(audio, step.value)
     return audio
+
+
+class ConditionedAudio:
+    """A set's audio under a condition, row by row, as evaluation loads it: row i seeded by i,
+    babble made of its neighbouring rows (other talkers of the same set), recordings from
+    augment.noise_dir. Checked when made, so a bad name or a missing noise folder fails before
+    a model loads."""
+
+    def __init__(
+        self, paths: Sequence[str], condition: str | Condition, augment: AugmentSection
+    ) -> None:
+        self.paths = list(paths)
+        self.condition = parse_condition(condition) if isinstance(condition, str) else condition
+        kinds = {step.noise for step in self.condition.steps if step.transform == "noise"}
+        self.noise_files: tuple[str, ...] = ()
+        if "file" in kinds:
+            if augment.noise_dir is None:
+                raise ConfigError(
+                    f"Evaluation condition '{self.condition.name}' draws noise recordings: "
+                    "set 'augment.noise_dir' to a folder of .wav/.flac "
+                    "(-o augment.noise_dir=musan/noise)"
+                )
+            self.noise_files = list_noise_files(augment.noise_dir)
+        self.babble = "babble" in kinds
+
+    def __call__(self, row: int) -> np.ndarray:
+        others: list[np.ndarray] = []
+        if self.babble:
+            near = range(max(0, row - BABBLE_NEIGHBOURS), row + BABBLE_NEIGHBOURS + 1)
+            others = [load_audio(self.paths[i]) for i in near if i != row and i < len(self.paths)]
+        return apply_condition(
+            load_audio(self.paths[row]), self.condition, row, others, self.noise_files
+        )

@@ -27,6 +27,8 @@ from pefty_whisper.whisper.context import ContextMode, context_samples
 if TYPE_CHECKING:
     from transformers import WhisperFeatureExtractor, WhisperProcessor
 
+    from pefty_whisper.data.augment import LoaderAugment
+
 logger = logging.getLogger(__name__)
 
 FILTER_CHUNK = 4096  # sentences tokenized at once
@@ -126,6 +128,8 @@ class SpeechDataset(torch.utils.data.Dataset):
     def __init__(self, utterances: Sequence[Utterance], processor: WhisperProcessor) -> None:
         self.utterances = UtteranceTable.from_utterances(utterances)
         self.processor = processor
+        # A training set's waveform augmentation (train/augmentation.py attaches it), per row.
+        self.augment: LoaderAugment | None = None
 
     def __len__(self) -> int:
         return len(self.utterances)
@@ -142,6 +146,8 @@ class SpeechDataset(torch.utils.data.Dataset):
             # A file that went bad after `prepare`: skip it in the collator, do not kill the round.
             logger.warning("skipping unreadable audio: %s", exc)
             return None
+        if self.augment is not None:
+            audio = self.augment(audio, index).audio
         sentence = self.utterances.sentence(index)
         return {"audio": audio, "labels": label_ids(self.processor, sentence)}
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from transformers import WhisperTokenizer
 
     from pefty_whisper.config import Config
+    from pefty_whisper.data.augment import LoaderAugment
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +280,9 @@ class PackedDataset(torch.utils.data.Dataset):
         self.tokenizer = tokenizer
         self.special = special
         self.window_samples = int(window_s * SAMPLE_RATE)
+        # Waveform augmentation of each member (train/augmentation.py attaches it); the plan
+        # left room for the slowest speed factor, and the spans are measured after it.
+        self.augment: LoaderAugment | None = None
 
     def __len__(self) -> int:
         return len(self.plan.windows)
@@ -307,6 +311,12 @@ class PackedDataset(torch.utils.data.Dataset):
             # A file that went bad after `prepare`: skip the window, do not kill the round.
             logger.warning("skipping a window with unreadable audio: %s", exc)
             return None
+        if self.augment is not None:
+            # Babble comes from the window's other members: neighbours in the conversation.
+            audios = [
+                self.augment(audio, row, others=audios[:k] + audios[k + 1 :]).audio
+                for k, (row, audio) in enumerate(zip(window.members, audios, strict=True))
+            ]
         if window.kind == "single":
             return _item(audios[0], untimed_example(self.special, self._text(window.members[0])))
         return self._packed(window, audios)
@@ -370,8 +380,13 @@ def packed_training_set(
     )
     sentences = [utterance.sentence for utterance in utterances]
     lengths = [len(ids) for ids in tokenizer(sentences, add_special_tokens=False).input_ids]
-    # A manifest written by hand may lack durations: the pcm/wav header tells them.
-    durations = [u.duration or probe_audio(u.path).duration_s for u in utterances]
+    # A manifest written by hand may lack durations: the pcm/wav header tells them. Planned at
+    # the slowest speed factor (augment.speed), so a window stays within 30 s whichever factor
+    # each member draws in whichever epoch.
+    slowest = min(config.augment.speed) if config.augment.speed_prob > 0 else 1.0
+    durations = [
+        (u.duration or probe_audio(u.path).duration_s) / min(slowest, 1.0) for u in utterances
+    ]
     plan = plan_windows(durations, lengths, options)
     special = packing_tokens(tokenizer, config.model.language, config.model.task)
     logger.info(

@@ -17,7 +17,8 @@ import yaml
 from pefty_whisper.demo.base import BASE_DIR
 from pefty_whisper.demo.corpus import generate_sample_corpus
 from pefty_whisper.demo.english import ENGLISH_SET, write_english_set
-from pefty_whisper.demo.sentences import SampleCorpusSpec
+from pefty_whisper.demo.sentences import SampleCorpusSpec, sentence_pools
+from pefty_whisper.demo.voice_shift import VOICE_SHIFT_SET, write_voice_shift_set
 from pefty_whisper.files import atomic_write_text
 from pefty_whisper.whisper.model_dir import ModelDir
 from pefty_whisper.workspace import BASE_LABEL, CONFIG_FILE, EvalLabel, Workspace
@@ -25,6 +26,8 @@ from pefty_whisper.workspace import BASE_LABEL, CONFIG_FILE, EvalLabel, Workspac
 CORPUS_DIR = "sample_kspon"
 ENGLISH_DIR = "sample_english"  # 20 English sentences: what the Korean rounds make it forget
 ENGLISH_MANIFEST = f"{ENGLISH_DIR}/{ENGLISH_SET}.csv"  # relative to the workspace
+VOICE_SHIFT_DIR = "sample_voice_shift"  # eval_clean's sentences in voices training never uses
+VOICE_SHIFT_MANIFEST = f"{VOICE_SHIFT_DIR}/{VOICE_SHIFT_SET}.csv"
 # Corpus: 80 utterances per part (64 train / 16 validation), 40 held-out sentences per eval set.
 DEMO_CORPUS = SampleCorpusSpec(utterances_per_part=80, eval_clean=40, eval_other=40, dev=20)
 EVAL_SET = "eval_clean"
@@ -97,13 +100,28 @@ def ensure_english_set(workdir: Path) -> Path:
     return manifest if manifest.is_file() else write_english_set(manifest.parent)
 
 
+def ensure_voice_shift_set(workdir: Path) -> Path:
+    """eval_clean's sentences spoken by voices the rounds never train on, generated once."""
+    manifest = workdir / VOICE_SHIFT_MANIFEST
+    if manifest.is_file():
+        return manifest
+    lines = sentence_pools(DEMO_CORPUS).eval_clean
+    return write_voice_shift_set(manifest.parent, lines, seed=DEMO_CORPUS.seed)
+
+
 def _evaluations(model: str, label: str, note: str = "") -> list[Step]:
-    """eval_clean (with its long-form and silence figures), then the English set's WER."""
+    """eval_clean (with its long-form and silence figures), the voice-shift set, then the
+    English set's WER."""
     return [
         Step(
             ("evaluate", "--set", EVAL_SET, "--model", model),
             done=lambda ws: ws.eval_json(EvalLabel(label, EVAL_SET)).is_file(),
             note=note,
+        ),
+        Step(
+            ("evaluate", "--set", VOICE_SHIFT_MANIFEST, "--model", model, "--no-longform"),
+            done=lambda ws: ws.eval_json(EvalLabel(label, VOICE_SHIFT_SET)).is_file(),
+            note="eval_clean's sentences in voices and at rates the rounds never train on",
         ),
         Step(
             (

@@ -8,6 +8,7 @@ context or one through a conversion (eval/roundN-ct2/) exists, it is shown marke
 Each figure carries its bootstrap 95% interval (`9.9% ±1.2`), and each round is marked against
 its base round (the row before where its base is not in the table) on the same utterances by
 a paired bootstrap (compare.py): better, worse or no clear difference, with the difference.
+A set evaluated under a condition (eval_clean@telephone) is a column of its own.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class RoundRow:
     steps: int | None = None
     best_valid_cer: float | None = None
     merged: bool = False
-    eval_cer: dict[str, float] = field(default_factory=dict)  # set name -> CER (spaces removed)
+    # set name (or set@condition) -> CER (spaces removed)
+    eval_cer: dict[str, float] = field(default_factory=dict)
     # set name -> how a figure shown in place of the round's own was decoded ("first 2 of 4")
     eval_notes: dict[str, str] = field(default_factory=dict)
     # set name -> (long-form CER, % of speech deleted), from the same evaluation as eval_cer
@@ -59,13 +61,15 @@ def collect_rounds(workspace: Workspace) -> list[RoundRow]:
         index = label.round
         if index is None:
             continue
-        if label.language:
+        if label.language and not label.condition:
             wer = others.setdefault(index, {})
             key = (label.set_name, label.language)
             # The round's own backend's figure, as for eval_cer; a conversion's otherwise.
             wer[key] = wer.get(key, record) if label.backend else record
             continue
-        evals.setdefault(index, {}).setdefault(label.set_name, {})[label] = record
+        # A set under a condition (eval_clean@telephone) is a column of its own, never the set's.
+        column = evals.setdefault(index, {}).setdefault(label.column, {})
+        column[replace(label, condition=None)] = record
     indices = set(workspace.round_indices()) | set(evals) | set(others)
     rows = [_row(workspace, i, evals.get(i, {}), others.get(i, {})) for i in sorted(indices)]
     return _marked(workspace, rows)

@@ -19,6 +19,7 @@ from typing import Any
 
 from pefty_whisper.config import Config
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
+from pefty_whisper.data.conditions import ConditionedAudio
 from pefty_whisper.data.manifest import Utterance, read_manifest
 from pefty_whisper.errors import ConfigError, DataError
 from pefty_whisper.evaluate.figures import DecodeFigures, per_utterance_tsv, score_decode
@@ -86,6 +87,7 @@ def evaluate_set(
     longform: bool = True,
     language: str | None = None,
     timestamps: bool = False,
+    condition: str | None = None,
 ) -> EvalReport:
     """Decode every utterance of a set, score it, write eval/<label>/<set>.json and .tsv.
 
@@ -96,7 +98,10 @@ def evaluate_set(
     whole, and generated silence is decoded (longform_eval.py). `language` decodes a set in
     another language than model.language (the rounds table shows its WER). `timestamps`
     decodes each utterance (and the recordings) by timestamps, the sequential long-form path,
-    instead of with `<|notimestamps|>`: kept apart as <set>@decode-timestamps.
+    instead of with `<|notimestamps|>`: kept apart as <set>@decode-timestamps. `condition`
+    (data/conditions.py: telephone, noise-babble-10db, ...) degrades each utterance, seeded by
+    its row, and is kept apart as <set>@cond-<condition>, a column of its own in the rounds
+    table; the long-form and silence figures are the clean set's, so they are skipped then.
     """
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be 1 or more (the first N utterances); got {limit}")
@@ -111,6 +116,14 @@ def evaluate_set(
     utterances = manifest.utterances[:limit] if limit else manifest.utterances
     if not utterances:
         raise DataError(f"{manifest.path}: no utterances to evaluate")
+    conditioned = None
+    if condition is not None:  # a bad name or a missing noise folder fails before the model
+        conditioned = ConditionedAudio([u.path for u in utterances], condition, config.augment)
+        if all(step.transform == "clean" for step in conditioned.condition.steps):
+            conditioned = None  # the set as recorded: the round's own figure
+        elif longform:
+            logger.info("long-form and silence figures skipped under a condition")
+            longform = False
     set_label = Path(set_name).stem
     from pefty_whisper.inference import Transcriber, TranscriberOptions
 
@@ -129,7 +142,7 @@ def evaluate_set(
         transcriber = Transcriber(model_dir, options)
         durations: list[float] = [0.0] * len(utterances)
         hypotheses, seconds, audio_seconds = decode_utterances(
-            transcriber, utterances, batch_size, progress, timestamps, durations
+            transcriber, utterances, batch_size, progress, timestamps, durations, conditioned
         )
         whole, silence = None, None
         if longform:
@@ -151,6 +164,7 @@ def evaluate_set(
         else _other_context(workspace, config, target.label, transcriber.context),
         first=len(utterances) if partial else None,
         timestamps=timestamps,
+        condition=conditioned.condition.name if conditioned else None,
     )
     json_path = workspace.eval_json(label)
     tsv_path = workspace.eval_tsv(label)
@@ -203,8 +217,10 @@ def decode_utterances(
     progress: Callable[[int, float], None] | None = None,
     timestamps: bool = False,
     durations: list[float] | None = None,
+    load: Callable[[int], Any] | None = None,
 ) -> tuple[list[str], float, float]:
-    """Hypotheses in manifest order, decoding time, and audio seconds.
+    """Hypotheses in manifest order, decoding time, and audio seconds. `load(row)` gives a
+    row's audio where it is not the file as recorded (an evaluation condition).
 
     Utterances are decoded in order of duration so each batch's transcripts are of similar
     length and the decoder wastes few steps on finished rows. With `timestamps` each batch
@@ -219,7 +235,7 @@ def decode_utterances(
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
-        audios = [load_audio(utterances[i].path) for i in indices]
+        audios = [load(i) if load else load_audio(utterances[i].path) for i in indices]
         batch_seconds = sum(len(a) for a in audios) / SAMPLE_RATE
         if timestamps:
             texts = [t.text for t in transcriber.transcribe_audios(audios)]
@@ -310,6 +326,7 @@ def _record(
         longform=report.longform.as_dict() if report.longform else None,
         silence_chars=report.silence_chars,
         variant=report.label.variant or None,
+        condition=report.label.condition,
         partial=report.label.first is not None,
         set_size=set_size,
         protocols=report.figures.protocols if report.figures else {},

@@ -54,9 +54,14 @@ from pefty_whisper.files import (
     weights_hash,
 )
 from pefty_whisper.metrics import score_corpus
-from pefty_whisper.train.checkpoints import (
-    ensure_process_group_env,
+from pefty_whisper.train.augmentation import (
+    apply_spec_augment,
+    attach_augment,
+    augment_record,
+    epoch_callbacks,
+    loader_augment,
 )
+from pefty_whisper.train.checkpoints import ensure_process_group_env
 from pefty_whisper.train.deepspeed import deepspeed_config
 from pefty_whisper.train.model import (
     attach_lora,
@@ -144,6 +149,7 @@ class RoundTrainer:
         self.ds_config = deepspeed_config(config.train.deepspeed, config.model.quant)
         self.base_dir = resolve_model_dir(plan.base, workspace.root)
         self.processor = load_processor(self.base_dir, config.model.language, config.model.task)
+        self.augment = loader_augment(config.augment)  # None unless a waveform transform is on
 
     @property
     def adapter_dir(self) -> Path:
@@ -172,6 +178,7 @@ class RoundTrainer:
             train = packed_training_set(
                 parts[0].utterances, tokenizer, self.config, max_tokens=max_tokens
             )
+        attach_augment(train, self.augment)  # the training set only, never validation
         # Shortest first: each validation batch then has a short context (model.context: auto)
         # and transcripts of similar length, so generate wastes few steps.
         subset = self._eval_subset(valid_manifest.utterances)
@@ -261,6 +268,7 @@ class RoundTrainer:
         """The frozen base at model.quant with LoRA attached (the model the Trainer trains)."""
         base = load_base_model(self.base_dir, self.config.model.quant, self.config.train.precision)
         allow_short_context(base)
+        apply_spec_augment(base, self.config.augment)
         self.enforce_fine_tune_lang(base)
         model = attach_lora(base, self.config.lora, self.config.train.gradient_checkpointing)
         trainable, total = count_parameters(model)
@@ -335,7 +343,7 @@ class RoundTrainer:
             compute_metrics=self.compute_metrics,
             compute_loss_func=token_mean_loss,
             group_by_duration=m.context == "auto" and not self.config.data.packing,
-            callbacks=list(self.callbacks) or None,
+            callbacks=[*self.callbacks, *epoch_callbacks(self.augment)] or None,
         )
 
     # -- the round ----------------------------------------------------------------------------
@@ -431,6 +439,7 @@ class RoundTrainer:
             versions=package_versions("bitsandbytes", "deepspeed", "accelerate"),
             config=config_to_dict(self.config),
             packing=packing_summary(data.train, _examples_seen(trainer)),
+            augment=augment_record(self.config.augment, data.train, trainer.state.epoch or 0),
         )
         work_dir = self.output.work_dir
         atomic_write_text(

@@ -35,7 +35,8 @@ class EvalLabel:
 
     Only a full evaluation at the workspace's context, decoded by the model's own backend, is
     the round's figure; a conversion (round2-ct2), another language (`@lang-en`), another
-    context (`@context-auto`) or a partial set (`@first-50`) is kept beside it, never over it.
+    context (`@context-auto`), a partial set (`@first-50`) or the set under an evaluation
+    condition (`@cond-telephone`, data/conditions.py) is kept beside it, never over it.
     This class is the one place these names are made and read back.
     """
 
@@ -46,6 +47,7 @@ class EvalLabel:
     context: str | None = None  # decoded at another context than model.context
     first: int | None = None  # only the first N utterances of the set
     timestamps: bool = False  # each utterance decoded with timestamps (`evaluate --timestamps`)
+    condition: str | None = None  # the audio under a named condition (telephone, noise-10db)
 
     @property
     def folder(self) -> str:
@@ -53,8 +55,9 @@ class EvalLabel:
 
     @property
     def variant(self) -> str:
-        """'' for the round's own figure, else `lang-en-context-auto-first-50-decode-timestamps`
-        (in that order)."""
+        """'' for the round's own figure, else
+        `lang-en-context-auto-first-50-decode-timestamps-cond-telephone` (in that order; the
+        condition last, since its name has dashes of its own)."""
         parts = [f"lang-{self.language}"] if self.language else []
         if self.context:
             parts.append(f"context-{self.context}")
@@ -62,7 +65,15 @@ class EvalLabel:
             parts.append(f"first-{self.first}")
         if self.timestamps:
             parts.append(f"decode-{_TIMESTAMPS}")
+        if self.condition:
+            parts.append(f"cond-{self.condition}")
         return "-".join(parts)
+
+    @property
+    def column(self) -> str:
+        """The set as the rounds table shows it: `eval_clean`, or `eval_clean@telephone` for
+        the set under a condition, a column of its own."""
+        return f"{self.set_name}@{self.condition}" if self.condition else self.set_name
 
     @property
     def stem(self) -> str:
@@ -89,6 +100,10 @@ class EvalLabel:
         if match:
             model, backend = match.group(1), match.group(2)
         set_name, _, variant = stem.partition("@")
+        condition = None
+        if variant.startswith("cond-") or "-cond-" in variant:
+            variant, _, condition = ("-" + variant).partition("-cond-")
+            variant = variant[1:]
         words = variant.split("-") if variant else []
         keys = dict(zip(words[::2], words[1::2], strict=False))
         unknown = set(keys) - {"lang", "context", "first", "decode"}
@@ -97,6 +112,7 @@ class EvalLabel:
             or unknown
             or ("first" in keys and not keys["first"].isdigit())
             or keys.get("decode", _TIMESTAMPS) != _TIMESTAMPS
+            or condition == ""
         ):
             raise ConfigError(f"eval/{folder}/{stem}.json: not an evaluation's name")
         return cls(
@@ -107,6 +123,7 @@ class EvalLabel:
             context=keys.get("context"),
             first=int(keys["first"]) if "first" in keys else None,
             timestamps="decode" in keys,
+            condition=condition,
         )
 
     @classmethod

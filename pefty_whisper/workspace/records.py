@@ -140,6 +140,9 @@ class RoundRecord(_RoundJson):
     # data.packing: windows, packed/single/no-speech counts and utterances of one pass, and
     # the windows the round saw (data/packing.py); absent for a round of single utterances.
     packing: dict[str, int] | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    # The augment: section at work (train/augmentation.py): SpecAugment's switch, and the
+    # passes, utterances and count of each waveform op; absent for a round without any.
+    augment: dict[str, Any] | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     def model_section(self, current: ModelSection) -> ModelSection:
         """The model section the round was trained with (language, task), for decoding it;
@@ -387,6 +390,7 @@ class EvalRecord:
     subsets: dict[str, RateFigure] = field(default_factory=dict)
     bootstrap: BootstrapSettings | None = None
     timestamps: bool = False  # each utterance decoded with timestamps (`--timestamps`)
+    condition: str | None = None  # the evaluation condition the audio was put under
 
     @classmethod
     def read(cls, path: Path) -> EvalRecord:

@@ -188,6 +188,6 @@ def test_eval_names_are_made_only_by_the_eval_label() -> None:
         str(path.relative_to(PACKAGE))
         for path in sorted(PACKAGE.rglob("*.py"))
         for found in _code_literals(path)
-        if any(word in found for word in ("lang-", "context-", "first-", "}@", "@{"))
+        if any(word in found for word in ("lang-", "context-", "first-", "cond-", "}@", "@{"))
     ]
     assert set(places) <= {"workspace/layout.py"}, places
