@@ -272,8 +272,7 @@ def evaluate(
     with _EvalProgress() as progress:
         report = evaluate_set(
             workspace, config, set_name, model, backend, limit, None, progress.update,
-            longform=longform, language=language, timestamps=timestamps,
-            longform=longform, language=language, condition=condition,
+            longform=longform, language=language, timestamps=timestamps, condition=condition,
         )  # fmt: skip
     click.echo(
         f"{report.label.folder} on {report.label.column} ({report.backend}, "
