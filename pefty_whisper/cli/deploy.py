@@ -96,6 +96,12 @@ def export(
     help="Default: decode.longform (auto: timestamps where the model has them, else VAD chunks).",
 )
 @click.option("--vad", type=click.Choice(["auto", "always", "never"]), help="Default: decode.vad.")
+@click.option(
+    "--word-timestamps",
+    is_flag=True,
+    help="Time every word (json: each segment's words; srt: a cue per word; vtt: a timestamp "
+    "before each word). Decodes sequentially, so it needs a ct2 or torch model.",
+)
 @workspace_options
 def transcribe(
     audio: tuple[Path, ...],
@@ -104,6 +110,7 @@ def transcribe(
     output_format: str,
     longform: str | None,
     vad: str | None,
+    word_timestamps: bool,
     workdir: Path | None,
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -114,14 +121,22 @@ def transcribe(
     Examples:
       pefty transcribe call.wav --model merged/round5
       pefty transcribe lecture.wav --model exports/round5-ct2-int8 --format srt
+      pefty transcribe talk.wav --model exports/round5-ct2-int8 --word-timestamps --format vtt
     """
     from pefty_whisper.inference import transcribe_paths
     from pefty_whisper.inference.formats import format_transcriptions
 
+    if word_timestamps:
+        # Words are timed on the sequential path only: asked for, it is the path.
+        if longform == "chunked":
+            raise click.UsageError("--word-timestamps needs sequential decoding, not chunked")
+        longform = "sequential"
     workspace, config = load_workspace(
         workdir, config_path, overrides, {"decode.longform": longform, "decode.vad": vad}
     )
-    report = transcribe_paths(workspace, config, model, audio, backend or "auto")
+    report = transcribe_paths(
+        workspace, config, model, audio, backend or "auto", word_timestamps=word_timestamps
+    )
     if report.transcriptions:
         click.echo(format_transcriptions(report.transcriptions, output_format))
     methods = ", ".join(sorted({t.method for t in report.transcriptions})) or "-"
