@@ -1,4 +1,4 @@
-"""The final model as users run it: `pefty export`, `transcribe`, `serve`, `import-ct2`."""
+"""The final model as users run it: `pefty export`, `transcribe`, `serve`, `push`, `import-ct2`."""
 
 from __future__ import annotations
 
@@ -178,6 +178,40 @@ def serve(
 
     workspace, config = load_workspace(workdir, config_path, overrides)
     serve_model(workspace, config, model, host, port, backend or "auto")
+
+
+@main.command()
+@click.argument("model_dir")
+@click.option("--repo", required=True, help="The Hub repository to upload to: user/name.")
+@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.option("--message", default=None, help="Commit message (default: pefty push DIR).")
+@workspace_options
+def push(
+    model_dir: str,
+    repo: str,
+    private: bool,
+    message: str | None,
+    workdir: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Upload a merged round or an export to the Hugging Face Hub, with its model card.
+
+    \b
+    The card (README.md) is rewritten first from the workspace's records,
+    naming the repository in its examples. Log in first (`hf auth login`
+    or HF_TOKEN).
+
+    \b
+    Examples:
+      pefty push merged/round5 --repo me/whisper-small-ko-kspon
+      pefty push exports/round5-ct2-int8 --repo me/whisper-small-ko-kspon-ct2 --private
+    """
+    from pefty_whisper.hub import push_model
+
+    workspace, config = load_workspace(workdir, config_path, overrides)
+    url = push_model(workspace, config, model_dir, repo, private=private, message=message)
+    click.echo(f"{model_dir} pushed to {repo}: {url}")
 
 
 @main.command("import-ct2")

@@ -164,6 +164,11 @@ def evaluate_set(
         silence_chars=silence,
     )
     _record(report, target, manifest.path, limit, len(manifest.utterances)).write(json_path)
+    if target.adapter_dir is None and not decodable.converted:
+        from pefty_whisper.card import update_model_card
+
+        # The model-index of a card pefty wrote follows the figures.
+        update_model_card(workspace, config, target.model_dir, refresh_only=True)
     return report
 
 
@@ -324,4 +329,4 @@ def _record(
 
 def read_eval_results(workspace: Workspace) -> dict[EvalLabel, EvalRecord]:
     """Every evaluation of the workspace with its record, for `pefty rounds`."""
-    return {label: EvalRecord.read(path) for label, path in workspace.eval_labels()}
+    return workspace.eval_records()

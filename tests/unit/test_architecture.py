@@ -19,7 +19,7 @@ FLOORS = (
     ("whisper",),  # the ground floor: what a Whisper model directory is
     ("config",),
     ("data", "workspace"),
-    ("inference", "train", "merge", "export", "evaluate"),  # the stages
+    ("inference", "train", "merge", "export", "evaluate", "card", "hub"),  # the stages
     ("serve", "serve_page", "web", "demo"),
     ("cli",),
 )
