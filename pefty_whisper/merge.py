@@ -146,6 +146,7 @@ def merge_into(
             best_validation=record.best_validation,
             merged=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             versions=package_versions(),
+            tracking=record.tracking,
         )
         merge_record.write(staging)
     return merge_record

@@ -163,12 +163,15 @@ def evaluate_set(
         longform=whole,
         silence_chars=silence,
     )
-    _record(report, target, manifest.path, limit, len(manifest.utterances)).write(json_path)
-    if target.adapter_dir is None and not decodable.converted:
-        from pefty_whisper.card import update_model_card
+    record = _record(report, target, manifest.path, limit, len(manifest.utterances))
+    record.write(json_path)
+    from pefty_whisper.card import update_model_card
+    from pefty_whisper.tracking import log_evaluation
 
+    if target.adapter_dir is None and not decodable.converted:
         # The model-index of a card pefty wrote follows the figures.
         update_model_card(workspace, config, target.model_dir, refresh_only=True)
+    log_evaluation(target, label, record)  # to the round's MLflow / W&B run, if it has one
     return report
 
 

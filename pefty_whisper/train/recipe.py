@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+import pefty_whisper.tracking as tracking
 from pefty_whisper.config import Config, config_to_dict
 from pefty_whisper.data.features import (
     FilterReport,
@@ -34,15 +35,8 @@ from pefty_whisper.data.features import (
     resolve_num_workers,
 )
 from pefty_whisper.data.manifest import Manifest, Utterance, read_manifest
-from pefty_whisper.data.mixing import (
-    MixedDataset,
-    mix_datasets,
-)
-from pefty_whisper.data.packing import (
-    packed_mixed_set,
-    packed_training_set,
-    packing_summary,
-)
+from pefty_whisper.data.mixing import MixedDataset, mix_datasets
+from pefty_whisper.data.packing import packed_mixed_set, packed_training_set, packing_summary
 from pefty_whisper.data.table import UtteranceTable
 from pefty_whisper.errors import DataError
 from pefty_whisper.files import (
@@ -54,9 +48,7 @@ from pefty_whisper.files import (
     weights_hash,
 )
 from pefty_whisper.metrics import score_corpus
-from pefty_whisper.train.checkpoints import (
-    ensure_process_group_env,
-)
+from pefty_whisper.train.checkpoints import ensure_process_group_env
 from pefty_whisper.train.deepspeed import deepspeed_config
 from pefty_whisper.train.model import (
     attach_lora,
@@ -142,8 +134,10 @@ class RoundTrainer:
         self.callbacks = tuple(callbacks)
         self.output = RoundOutput(workspace, plan.round_index, plan.resume, plan.force)
         self.ds_config = deepspeed_config(config.train.deepspeed, config.model.quant)
+        tracking.require_trackers(config.train.report_to)  # before a model loads
         self.base_dir = resolve_model_dir(plan.base, workspace.root)
         self.processor = load_processor(self.base_dir, config.model.language, config.model.task)
+        self.lineage: Any = None  # the LineageCallback: the runs of train.report_to
 
     @property
     def adapter_dir(self) -> Path:
@@ -230,6 +224,11 @@ class RoundTrainer:
         return table.take(chosen)
 
     @functools.cached_property
+    def base_hash(self) -> str:
+        """The base's weights hash (round.json, and the run's lineage), computed once."""
+        return weights_hash(self.base_dir)
+
+    @functools.cached_property
     def model_config(self) -> Any:
         """The base's WhisperConfig, read once (prepare_dataset runs for train and validation)."""
         from transformers import WhisperConfig
@@ -279,8 +278,16 @@ class RoundTrainer:
         dtype = compute_dtype(t.precision)
         workers = resolve_num_workers(self.config.data.num_workers)
         logger.info("loader workers: %d; log-mel on the GPU: %s", workers, log_mel_on_gpu())
-        # The Trainer's TensorBoard callback reads its directory from this variable only.
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.output.logs)
+        tracking.prepare_environment(t.report_to, self.output.logs, self.workspace.root)
+        self.lineage = tracking.lineage_callback(
+            tracking.round_params(
+                self.plan.round_index,
+                self.plan.base,
+                self.base_hash,
+                data.round_data(),
+                {"quant": m.quant, "deepspeed": t.deepspeed, "packing": self.config.data.packing},
+            )
+        )
         args = Seq2SeqTrainingArguments(
             output_dir=str(self.output.checkpoints),
             per_device_train_batch_size=t.batch_size,
@@ -297,7 +304,8 @@ class RoundTrainer:
             save_total_limit=t.save_total_limit,
             logging_strategy="steps",
             logging_steps=t.logging_steps,
-            report_to=["tensorboard"],
+            report_to=tracking.trainer_report_to(t.report_to),
+            run_name=self.workspace.round_label(self.plan.round_index),
             predict_with_generate=True,
             generation_max_length=self.config.decode.max_new_tokens,
             metric_for_best_model="cer",
@@ -335,7 +343,7 @@ class RoundTrainer:
             compute_metrics=self.compute_metrics,
             compute_loss_func=token_mean_loss,
             group_by_duration=m.context == "auto" and not self.config.data.packing,
-            callbacks=list(self.callbacks) or None,
+            callbacks=[*self.callbacks, self.lineage],
         )
 
     # -- the round ----------------------------------------------------------------------------
@@ -409,7 +417,7 @@ class RoundTrainer:
             round=self.plan.round_index,
             base=self.plan.base,
             base_dir=self.base_dir,
-            base_hash=weights_hash(self.base_dir),
+            base_hash=self.base_hash,
             data=data.round_data(),
             quant=self.config.model.quant,
             deepspeed=self.config.train.deepspeed,
@@ -431,6 +439,7 @@ class RoundTrainer:
             versions=package_versions("bitsandbytes", "deepspeed", "accelerate"),
             config=config_to_dict(self.config),
             packing=packing_summary(data.train, _examples_seen(trainer)),
+            tracking=(self.lineage.runs or None) if self.lineage is not None else None,
         )
         work_dir = self.output.work_dir
         atomic_write_text(
