@@ -97,7 +97,8 @@ def torch_token_times(
         first = len(prompt) - 1  # the row that predicts the first text token
         rows = logits[first : first + len(text_tokens)].softmax(dim=-1)
         picked = torch.tensor(text_tokens, device=rows.device)
-        probabilities = rows[torch.arange(len(text_tokens)), picked].cpu().numpy()
+        probabilities = rows[torch.arange(len(text_tokens), device=rows.device), picked].cpu()
+        probabilities = probabilities.numpy()
         attentions = decoded.cross_attentions
         weights = torch.stack([attentions[layer][0, head] for layer, head in heads]).float()
         # The attention within the audio, renormalized: a softmax over only these frames, as
