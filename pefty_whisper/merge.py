@@ -77,6 +77,9 @@ def merge_round(
     round_index = round_index or read_adapter_record(adapter_dir).round
     out_dir = out_dir or workspace.merged_dir(round_index)
     record = merge_into(adapter_dir, workspace, config, out_dir, dtype, force, round_index)
+    from pefty_whisper.card import update_model_card
+
+    update_model_card(workspace, config, out_dir)  # README.md: the Hub's model card
     logger.info(
         "merged %s into %s (max logit diff %.1e)",
         adapter_dir,
@@ -143,6 +146,7 @@ def merge_into(
             best_validation=record.best_validation,
             merged=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             versions=package_versions(),
+            tracking=record.tracking,
         )
         merge_record.write(staging)
     return merge_record

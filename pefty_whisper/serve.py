@@ -38,6 +38,7 @@ __all__ = ["Batcher", "RESPONSE_FORMATS", "create_app", "decode_upload", "serve"
 logger = logging.getLogger(__name__)
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("segment", "word")  # OpenAI's timestamp_granularities[] (verbose_json only)
 
 
 class UploadError(Exception):
@@ -52,7 +53,7 @@ class UploadError(Exception):
 class _Job:
     audio: np.ndarray
     name: str
-    settings: tuple[str | None, str | None, float]  # language, prompt, temperature
+    settings: tuple[str | None, str | None, float, bool]  # language, prompt, temperature, words
     future: Future = field(default_factory=Future)
 
 
@@ -79,8 +80,10 @@ class Batcher:
         language: str | None = None,
         prompt: str | None = None,
         temperature: float = 0.0,
+        word_timestamps: bool = False,
     ) -> Future:
-        job = _Job(audio, name, (language, prompt or None, float(temperature)))
+        settings = (language, prompt or None, float(temperature), bool(word_timestamps))
+        job = _Job(audio, name, settings)
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -112,10 +115,10 @@ class Batcher:
                 return
 
     def _decode(self, jobs: list[_Job]) -> None:
-        groups: dict[tuple[str | None, str | None, float], list[_Job]] = {}
+        groups: dict[tuple[str | None, str | None, float, bool], list[_Job]] = {}
         for job in jobs:
             groups.setdefault(job.settings, []).append(job)
-        for (language, prompt, temperature), group in groups.items():
+        for (language, prompt, temperature, words), group in groups.items():
             self.batches.append(len(group))
             try:
                 results = self.transcriber.transcribe_audios(
@@ -124,6 +127,7 @@ class Batcher:
                     language=language,
                     prompt=prompt,
                     temperature=temperature,
+                    word_timestamps=words,
                 )
             except Exception as exc:  # every request of the group learns why; the thread lives
                 logger.exception("decoding %d request(s) failed", len(group))
@@ -164,8 +168,14 @@ def _mb(size: int) -> str:
     return f"the server's limit of {size / 1e6:.0f} MB"
 
 
-def openai_response(result: "Transcription", response_format: str, task: str) -> Any:
-    """The body OpenAI's API returns for each response_format."""
+def openai_response(
+    result: "Transcription",
+    response_format: str,
+    task: str,
+    granularities: tuple[str, ...] = ("segment",),
+) -> Any:
+    """The body OpenAI's API returns for each response_format; verbose_json has `segments`
+    and, asked for with timestamp_granularities[]=word, `words`."""
     from pefty_whisper.inference.formats import to_srt, to_vtt
 
     if response_format == "text":
@@ -176,12 +186,20 @@ def openai_response(result: "Transcription", response_format: str, task: str) ->
         return to_vtt([result])
     if response_format == "json":
         return {"text": result.text}
-    return {
+    body: dict[str, Any] = {
         "task": task,
         "language": _language_name(result.language),
         "duration": round(result.duration_s, 3),
         "text": result.text,
-        "segments": [
+    }
+    if "word" in granularities:
+        body["words"] = [
+            {"word": w.text.strip(), "start": w.start, "end": w.end}
+            for s in result.segments
+            for w in s.words
+        ]
+    if "segment" in granularities or not granularities:
+        body["segments"] = [
             {
                 "id": i,
                 "seek": round(s.start * 100),  # in 10 ms frames, as OpenAI reports it
@@ -195,8 +213,20 @@ def openai_response(result: "Transcription", response_format: str, task: str) ->
                 "no_speech_prob": s.no_speech_prob or 0.0,
             }
             for i, s in enumerate(result.segments)
-        ],
-    }
+        ]
+    return body
+
+
+def _check_granularities(granularities: list[str], response_format: str) -> None:
+    unknown = [g for g in granularities if g not in GRANULARITIES]
+    if unknown:
+        raise UploadError(
+            400, f"timestamp_granularities[] {unknown[0]!r}: use {' or '.join(GRANULARITIES)}"
+        )
+    if granularities and response_format != "verbose_json":
+        raise UploadError(
+            400, "timestamp_granularities[] needs response_format=verbose_json, as in OpenAI's API"
+        )
 
 
 def _language_name(code: str | None) -> str:
@@ -284,6 +314,7 @@ def create_app(
         prompt: str | None = Form(None),  # noqa: B008
         response_format: str = Form("json"),  # noqa: B008
         temperature: float = Form(0.0),  # noqa: B008
+        granularities: list[str] = Form([], alias="timestamp_granularities[]"),  # noqa: B008
     ) -> Any:
         name = file.filename or "upload"
         try:
@@ -291,11 +322,15 @@ def create_app(
                 raise UploadError(
                     400, f"response_format {response_format!r}: use {', '.join(RESPONSE_FORMATS)}"
                 )
+            _check_granularities(granularities, response_format)
             if not 0.0 <= temperature <= 1.0:
                 raise UploadError(400, f"temperature {temperature}: use a value from 0 to 1")
             data = await file.read(max_bytes + 1)
             audio = decode_upload(data, name, max_bytes, settings.max_duration_s)
-            future = state["batcher"].submit(audio, name, language or None, prompt, temperature)
+            words = "word" in granularities
+            future = state["batcher"].submit(
+                audio, name, language or None, prompt, temperature, words
+            )
             result = await asyncio.wrap_future(future)
         except UploadError as exc:
             logger.info("refused %s: %s", name, exc)
@@ -305,7 +340,9 @@ def create_app(
         except Exception as exc:
             logger.exception("request %s failed", name)
             return error(500, f"decoding failed: {type(exc).__name__}: {exc}")
-        body = openai_response(result, response_format, transcriber.tokens.task)
+        body = openai_response(
+            result, response_format, transcriber.tokens.task, tuple(granularities)
+        )
         if isinstance(body, str):
             return PlainTextResponse(body)
         return body

@@ -41,7 +41,7 @@ if ! "$PYTHON" -c "import torch" >/dev/null 2>&1; then
 fi
 
 echo "[setup] installing pefty-whisper with extras"
-pip_install -c scripts/constraints.txt -e ".[export,serve,plot,demo,dev]"
+pip_install -c scripts/constraints.txt -e ".[export,serve,plot,demo,dev,track]"
 
 if ! "$PYTHON" -c "import deepspeed" >/dev/null 2>&1; then
   echo "[setup] installing $DEEPSPEED_SPEC (--no-build-isolation)"

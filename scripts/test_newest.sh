@@ -24,7 +24,7 @@ for name in ("torch", "deepspeed"):
 PY
 echo "[newest] upgrading every dependency except $(tr '\n' ' ' < "$keep")"
 "$VENV/bin/python" -m pip install --disable-pip-version-check -q --upgrade \
-  --upgrade-strategy eager -c "$keep" -e ".[export,serve,plot,demo,dev]"
+  --upgrade-strategy eager -c "$keep" -e ".[export,serve,plot,demo,dev,track]"
 "$VENV/bin/python" - <<'PY'
 import importlib.metadata as metadata
 names = ("transformers", "accelerate", "peft", "datasets", "bitsandbytes", "ctranslate2",

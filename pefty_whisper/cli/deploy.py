@@ -1,4 +1,4 @@
-"""The final model as users run it: `pefty export`, `transcribe`, `serve`, `import-ct2`."""
+"""The final model as users run it: `pefty export`, `transcribe`, `serve`, `push`, `import-ct2`."""
 
 from __future__ import annotations
 
@@ -96,6 +96,12 @@ def export(
     help="Default: decode.longform (auto: timestamps where the model has them, else VAD chunks).",
 )
 @click.option("--vad", type=click.Choice(["auto", "always", "never"]), help="Default: decode.vad.")
+@click.option(
+    "--word-timestamps",
+    is_flag=True,
+    help="Time every word (json: each segment's words; srt: a cue per word; vtt: a timestamp "
+    "before each word). Decodes sequentially, so it needs a ct2 or torch model.",
+)
 @workspace_options
 def transcribe(
     audio: tuple[Path, ...],
@@ -104,6 +110,7 @@ def transcribe(
     output_format: str,
     longform: str | None,
     vad: str | None,
+    word_timestamps: bool,
     workdir: Path | None,
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -114,14 +121,22 @@ def transcribe(
     Examples:
       pefty transcribe call.wav --model merged/round5
       pefty transcribe lecture.wav --model exports/round5-ct2-int8 --format srt
+      pefty transcribe talk.wav --model exports/round5-ct2-int8 --word-timestamps --format vtt
     """
     from pefty_whisper.inference import transcribe_paths
     from pefty_whisper.inference.formats import format_transcriptions
 
+    if word_timestamps:
+        # Words are timed on the sequential path only: asked for, it is the path.
+        if longform == "chunked":
+            raise click.UsageError("--word-timestamps needs sequential decoding, not chunked")
+        longform = "sequential"
     workspace, config = load_workspace(
         workdir, config_path, overrides, {"decode.longform": longform, "decode.vad": vad}
     )
-    report = transcribe_paths(workspace, config, model, audio, backend or "auto")
+    report = transcribe_paths(
+        workspace, config, model, audio, backend or "auto", word_timestamps=word_timestamps
+    )
     if report.transcriptions:
         click.echo(format_transcriptions(report.transcriptions, output_format))
     methods = ", ".join(sorted({t.method for t in report.transcriptions})) or "-"
@@ -163,6 +178,40 @@ def serve(
 
     workspace, config = load_workspace(workdir, config_path, overrides)
     serve_model(workspace, config, model, host, port, backend or "auto")
+
+
+@main.command()
+@click.argument("model_dir")
+@click.option("--repo", required=True, help="The Hub repository to upload to: user/name.")
+@click.option("--private", is_flag=True, help="Create the repository private.")
+@click.option("--message", default=None, help="Commit message (default: pefty push DIR).")
+@workspace_options
+def push(
+    model_dir: str,
+    repo: str,
+    private: bool,
+    message: str | None,
+    workdir: Path | None,
+    config_path: Path | None,
+    overrides: tuple[str, ...],
+) -> None:
+    """Upload a merged round or an export to the Hugging Face Hub, with its model card.
+
+    \b
+    The card (README.md) is rewritten first from the workspace's records,
+    naming the repository in its examples. Log in first (`hf auth login`
+    or HF_TOKEN).
+
+    \b
+    Examples:
+      pefty push merged/round5 --repo me/whisper-small-ko-kspon
+      pefty push exports/round5-ct2-int8 --repo me/whisper-small-ko-kspon-ct2 --private
+    """
+    from pefty_whisper.hub import push_model
+
+    workspace, config = load_workspace(workdir, config_path, overrides)
+    url = push_model(workspace, config, model_dir, repo, private=private, message=message)
+    click.echo(f"{model_dir} pushed to {repo}: {url}")
 
 
 @main.command("import-ct2")

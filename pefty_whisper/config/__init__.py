@@ -28,6 +28,8 @@ from pefty_whisper.whisper.tokens import MAX_TARGET_POSITIONS
 NormalizeMode = Literal["spelling", "phonetic", "raw"]
 QuantMode = Literal["8bit", "4bit", "none"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+# train.report_to: the Trainer's integrations pefty records a run for (tracking.py)
+REPORTERS = ("tensorboard", "mlflow", "wandb", "none")
 # augment.noise_kinds: generated noises, babble of other utterances, or recordings (file)
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble", "file")
 
@@ -148,6 +150,11 @@ class TrainSection:
     max_label_tokens: int = MAX_TARGET_POSITIONS
     """Whisper's decoder holds 448 positions; labels longer than this are dropped and counted,
     and packed windows close before their label would pass it."""
+    report_to: tuple[str, ...] = ("tensorboard",)
+    """Where the round's run is logged, through the Trainer's integrations: tensorboard (the
+    round's logs/), mlflow, wandb, several (a list), or none. MLflow and W&B runs get the round's
+    lineage as parameters, and `pefty evaluate` logs its figures to the same run (the
+    [track] extra installs them; their usual environment variables apply)."""
 
     def __post_init__(self) -> None:
         if self.max_steps is not None and self.max_steps < 1:
@@ -155,6 +162,14 @@ class TrainSection:
                 "Config key 'train.max_steps' must be a positive integer or null (use num_epochs); "
                 f"got {self.max_steps}"
             )
+        for name in self.report_to:
+            if name not in REPORTERS:
+                raise ConfigError(
+                    f"Config key 'train.report_to' takes {', '.join(REPORTERS)} (or a list); "
+                    f"got {name!r}.{closest_hint(name, REPORTERS)}"
+                )
+        if "none" in self.report_to and len(self.report_to) > 1:
+            raise ConfigError("Config key 'train.report_to': none cannot go with other reporters")
 
 
 @dataclass(frozen=True)

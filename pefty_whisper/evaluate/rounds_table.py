@@ -19,7 +19,6 @@ from typing import Any
 
 from pefty_whisper.evaluate.compare import RoundMark, base_round, mark_round
 from pefty_whisper.evaluate.figures import DecodeCounts
-from pefty_whisper.evaluate.run import read_eval_results
 from pefty_whisper.workspace import BASE_LABEL, EvalLabel, EvalRecord, RateFigure, Workspace
 
 
@@ -56,7 +55,7 @@ def collect_rounds(workspace: Workspace) -> list[RoundRow]:
     evals: dict[int, dict[str, dict[EvalLabel, EvalRecord]]] = {}
     others: dict[int, dict[tuple[str, str], EvalRecord]] = {}
     for label, record in sorted(
-        read_eval_results(workspace).items(), key=lambda item: (item[0].folder, item[0].stem)
+        workspace.eval_records().items(), key=lambda item: (item[0].folder, item[0].stem)
     ):
         index = label.round
         if index is None:

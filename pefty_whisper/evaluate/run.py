@@ -194,7 +194,15 @@ def evaluate_set(
         figures=figures,
         timestamps=timestamps,
     )
-    _record(report, target, manifest.path, limit, len(manifest.utterances)).write(json_path)
+    record = _record(report, target, manifest.path, limit, len(manifest.utterances))
+    record.write(json_path)
+    from pefty_whisper.card import update_model_card
+    from pefty_whisper.tracking import log_evaluation
+
+    if target.adapter_dir is None and not decodable.converted:
+        # The model-index of a card pefty wrote follows the figures.
+        update_model_card(workspace, config, target.model_dir, refresh_only=True)
+    log_evaluation(target, label, record)  # to the round's MLflow / W&B run, if it has one
     return report
 
 
@@ -334,8 +342,3 @@ def _record(
         bootstrap=report.figures.bootstrap if report.figures else None,
         timestamps=report.timestamps,
     )
-
-
-def read_eval_results(workspace: Workspace) -> dict[EvalLabel, EvalRecord]:
-    """Every evaluation of the workspace with its record, for `pefty rounds`."""
-    return {label: EvalRecord.read(path) for label, path in workspace.eval_labels()}

@@ -83,16 +83,21 @@ def export_model(
     options = TranscriberOptions.from_config(config)
     logger.info("exporting %s to %s (%s) in %s", target.model_dir, fmt, quantization, out)
     if fmt == "ct2":
-        return export_ct2(
+        report = export_ct2(
             target.model_dir, out, quantization=quantization, force=force, probe_options=options
         )
-    return export_onnx(
-        target.model_dir,
-        out,
-        quantize_int8=quantization == "int8",
-        force=force,
-        probe_options=options,
-    )
+    else:
+        report = export_onnx(
+            target.model_dir,
+            out,
+            quantize_int8=quantization == "int8",
+            force=force,
+            probe_options=options,
+        )
+    from pefty_whisper.card import update_model_card
+
+    update_model_card(workspace, config, report.out_dir)  # README.md: the Hub's model card
+    return report
 
 
 def default_export_name(model_dir: Path, fmt: str, quantization: str | None) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from pefty_whisper.errors import ModelError
 from pefty_whisper.inference.engine import LongformRequest, ModelFiles
 from pefty_whisper.inference.longform import FilePlan, fallback, temperatures
-from pefty_whisper.inference.results import Segment
+from pefty_whisper.inference.results import Segment, Word
 
 if TYPE_CHECKING:
     from pefty_whisper.inference.options import TranscriberOptions
@@ -164,6 +164,7 @@ class Ct2Engine:
             max_new_tokens=min(options.max_new_tokens, room),
             vad_filter=plan.regions is not None,
             vad_parameters=VadOptions(min_silence_duration_ms=160, speech_pad_ms=400),
+            word_timestamps=request.word_timestamps,
         )
         return [
             Segment(
@@ -174,6 +175,15 @@ class Ct2Engine:
                 no_speech_prob=s.no_speech_prob,
                 compression_ratio=s.compression_ratio,
                 temperature=s.temperature,
+                words=tuple(
+                    Word(
+                        round(float(w.start), 3),
+                        round(float(w.end), 3),
+                        w.word,
+                        round(float(w.probability), 4),
+                    )
+                    for w in s.words or ()
+                ),
             )
             for s in segments
             if s.text.strip()

@@ -46,6 +46,7 @@ class LongformRequest:
     language: str | None  # None: the model's
     prompt: str | None  # Whisper's previous-text prompt
     temperature: float  # the first of the fallback schedule
+    word_timestamps: bool = False  # time each word by the alignment heads (Segment.words)
 
 
 class Engine(Protocol):

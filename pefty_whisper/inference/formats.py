@@ -1,5 +1,10 @@
 """Transcripts as text, JSON, SubRip (srt) or WebVTT: what `pefty transcribe` prints and
-`pefty serve` answers."""
+`pefty serve` answers.
+
+With word timings (`--word-timestamps`), JSON lists each segment's words, SubRip gets a cue per
+word (it has no timing inside a cue), and WebVTT keeps a cue per segment with a cue timestamp
+before each word (`<00:00:01.140>`), which players show as karaoke-style highlighting.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from pefty_whisper.inference.results import Transcription
+    from pefty_whisper.inference.results import Segment, Transcription, Word
 
 __all__ = [
     "OUTPUT_FORMATS",
@@ -19,6 +24,7 @@ __all__ = [
     "to_srt",
     "to_vtt",
     "vtt_time",
+    "word_json",
 ]
 
 OutputFormat = Literal["text", "json", "srt", "vtt"]
@@ -51,21 +57,39 @@ def to_json(results: Sequence[Transcription]) -> list[dict[str, Any]]:
             "language": r.language,
             "backend": r.backend,
             "method": r.method,
-            "segments": [{"start": s.start, "end": s.end, "text": s.text} for s in r.segments],
+            "segments": [_segment_json(s) for s in r.segments],
             "uncovered_speech": [list(span) for span in r.uncovered],
         }
         for r in results
     ]
 
 
+def _segment_json(segment: Segment) -> dict[str, Any]:
+    body: dict[str, Any] = {"start": segment.start, "end": segment.end, "text": segment.text}
+    if segment.words:
+        body["words"] = [word_json(w) for w in segment.words]
+    return body
+
+
+def word_json(word: Word) -> dict[str, Any]:
+    """A word as OpenAI's verbose_json and faster-whisper name its fields."""
+    return {
+        "word": word.text,
+        "start": word.start,
+        "end": word.end,
+        "probability": word.probability,
+    }
+
+
 def to_srt(results: Sequence[Transcription]) -> str:
-    """SubRip blocks numbered across all files (one block per segment)."""
+    """SubRip blocks numbered across all files: one per segment, or one per word where the
+    segments carry word timings."""
     blocks = []
     for r in results:
         for s in r.segments:
-            blocks.append(
-                f"{len(blocks) + 1}\n{srt_time(s.start)} --> {srt_time(s.end)}\n{s.text}\n"
-            )
+            cues = [(w.start, w.end, w.text.strip()) for w in s.words] or [(s.start, s.end, s.text)]
+            for start, end, text in cues:
+                blocks.append(f"{len(blocks) + 1}\n{srt_time(start)} --> {srt_time(end)}\n{text}\n")
     return "\n".join(blocks)
 
 
@@ -81,11 +105,26 @@ def srt_time(seconds: float) -> str:
 def to_vtt(results: Sequence[Transcription]) -> str:
     """One WebVTT document: a cue per segment, all files in order."""
     cues = [
-        f"{vtt_time(s.start)} --> {vtt_time(s.end)}\n{s.text}\n"
+        f"{vtt_time(s.start)} --> {vtt_time(s.end)}\n{_vtt_text(s)}\n"
         for r in results
         for s in r.segments
     ]
     return "\n".join(["WEBVTT\n", *cues])
+
+
+def _vtt_text(segment: Segment) -> str:
+    """The cue's text; with words, a cue timestamp before each word after the first, kept
+    strictly inside the cue as WebVTT requires."""
+    if not segment.words:
+        return segment.text
+    parts = [segment.words[0].text.strip()]
+    for word in segment.words[1:]:
+        text = word.text.strip()
+        if segment.start < word.start < segment.end:
+            text = f"<{vtt_time(word.start)}>{text}"
+        # Words keep the tokenizer's spacing: none between them in Chinese or Japanese.
+        parts.append(f" {text}" if word.text.startswith(" ") else text)
+    return "".join(parts)
 
 
 def vtt_time(seconds: float) -> str:

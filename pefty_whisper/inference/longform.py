@@ -30,7 +30,7 @@ import numpy as np
 
 from pefty_whisper.data.audio import SAMPLE_RATE
 from pefty_whisper.errors import ModelError
-from pefty_whisper.inference.results import Segment
+from pefty_whisper.inference.results import Segment, Word
 
 if TYPE_CHECKING:
     from pefty_whisper.inference.options import TranscriberOptions
@@ -156,9 +156,15 @@ def monotonic(segments: Sequence[Segment], duration_s: float) -> list[Segment]:
         end = min(max(segment.end, start), duration_s)
         if out and start >= duration_s:
             break
-        out.append(replace(segment, start=round(start, 3), end=round(end, 3)))
+        words = tuple(_clipped(w, floor, duration_s) for w in segment.words)
+        out.append(replace(segment, start=round(start, 3), end=round(end, 3), words=words))
         floor = start
     return out
+
+
+def _clipped(word: Word, floor: float, duration_s: float) -> Word:
+    start = min(max(word.start, floor), duration_s)
+    return replace(word, start=start, end=min(max(word.end, start), duration_s))
 
 
 def plan_file(

@@ -6,7 +6,17 @@ from dataclasses import dataclass
 
 from pefty_whisper.whisper.model_dir import Backend
 
-__all__ = ["DecodeTimings", "Segment", "TranscribeReport", "Transcription"]
+__all__ = ["DecodeTimings", "Segment", "TranscribeReport", "Transcription", "Word"]
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a segment, timed by the alignment heads (`--word-timestamps`)."""
+
+    start: float  # seconds from the start of the file
+    end: float
+    text: str  # as the tokenizer wrote it, with its leading space (" weather")
+    probability: float | None = None  # mean probability of its tokens, where known
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,8 @@ class Segment:
     no_speech_prob: float | None = None
     compression_ratio: float | None = None
     temperature: float | None = None
+    # Word timings, when asked for (decode_sequential with word_timestamps); () otherwise.
+    words: tuple[Word, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["TorchEngine"]
 
 logger = logging.getLogger(__name__)
+
+_TIME_PRECISION = 0.02  # seconds per timestamp token
 
 
 class TorchEngine:
@@ -206,18 +209,90 @@ class TorchEngine:
                 **kwargs,
             )
         for row, index in enumerate(keep):
+            found = []
             for segment in _hf_segments(output, row):
                 text = self.files.detokenize(segment["tokens"].tolist())
-                if not text:
-                    continue
-                start, end = float(segment["start"]), float(segment["end"])
-                if maps[index] is not None:
-                    joined_s = len(inputs[index]) / SAMPLE_RATE
-                    start, end = min(start, joined_s), min(end, joined_s)
-                    start = maps[index].get_original_time(start)
-                    end = maps[index].get_original_time(end, is_end=True)
-                results[index].append(Segment(round(start, 3), round(end, 3), text))
+                if text:
+                    start, end = float(segment["start"]), float(segment["end"])
+                    found.append((segment, Segment(start, end, text)))
+            if request.word_timestamps:
+                language = request.language or self.tokens.language
+                timed = self._with_words(inputs[index], found, language)
+            else:
+                timed = [plain for _, plain in found]
+            joined_s = len(inputs[index]) / SAMPLE_RATE
+            results[index] = [_original_times(s, maps[index], joined_s) for s in timed]
         return results
+
+    def _with_words(
+        self, audio: np.ndarray, found: list[tuple[dict[str, Any], Segment]], language: str | None
+    ) -> list[Segment]:
+        """Each 30 s window's segments timed word by word (alignment.py), by one forced pass
+        over the window's text tokens; transformers' segments of one window share its result."""
+
+        from pefty_whisper.inference.alignment import (
+            alignment_heads,
+            timed_words,
+            torch_token_times,
+        )
+
+        extractor, tokens = self.files.feature_extractor, self.tokens
+        config = self.model.config
+        heads = alignment_heads(
+            self.model.generation_config, config.decoder_layers, config.decoder_attention_heads
+        )
+        windows: dict[int, list[tuple[dict[str, Any], Segment]]] = {}
+        for segment, plain in found:
+            windows.setdefault(id(segment["result"]), []).append((segment, plain))
+        out = []
+        for members in windows.values():
+            first_tokens = members[0][0]["tokens"].tolist()
+            offset = members[0][1].start
+            if first_tokens and first_tokens[0] >= tokens.first_timestamp:
+                offset -= (first_tokens[0] - tokens.first_timestamp) * _TIME_PRECISION
+            begin = max(0, round(offset * SAMPLE_RATE))
+            window = audio[begin : begin + int(extractor.n_samples)]
+            features = extractor(window, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            texts = [[t for t in s["tokens"].tolist() if t < tokens.eot] for s, _ in members]
+            timed = torch_token_times(
+                self.model,
+                features.input_features.to(self.device, self.dtype),
+                len(window) // extractor.hop_length,
+                tokens.prompt(language),
+                [t for text in texts for t in text],
+                tokens.eot,
+                heads,
+            )
+            per_segment, used = [], 0
+            for text in texts:
+                per_segment.append(timed[used : used + len(text)])
+                used += len(text)
+            segments = [plain for _, plain in members]
+            out += timed_words(
+                self.files.tokenizer, segments, per_segment, language, begin / SAMPLE_RATE
+            )
+        return out
+
+
+def _original_times(segment: Segment, speech_map: Any, joined_s: float) -> Segment:
+    """A segment (and its words) timed in the joined VAD speech, mapped back to the file."""
+
+    def back(start: float, end: float) -> tuple[float, float]:
+        if speech_map is None:
+            return round(start, 3), round(end, 3)
+        start, end = min(start, joined_s), min(end, joined_s)
+        original = (
+            speech_map.get_original_time(start),
+            speech_map.get_original_time(end, is_end=True),
+        )
+        return round(original[0], 3), round(original[1], 3)
+
+    start, end = back(segment.start, segment.end)
+    words = tuple(
+        replace(w, **dict(zip(("start", "end"), back(w.start, w.end), strict=True)))
+        for w in segment.words
+    )
+    return replace(segment, start=start, end=end, words=words)
 
 
 def _speech_only(audio: np.ndarray, plan: FilePlan) -> tuple[np.ndarray, Any]:

@@ -83,6 +83,7 @@ class Transcriber:
             logger.info("the %s encoder takes 30 s inputs only: full context", detected)
             self.context = "full"
         self._predicts_timestamps: bool | None = None
+        self._told_no_words = False
         logger.info(
             "loaded %s (%s, %s, language %s) in %.1f s",
             self.model_dir,
@@ -154,17 +155,28 @@ class Transcriber:
         language: str | None = None,
         prompt: str | None = None,
         temperature: float = 0.0,
+        word_timestamps: bool = False,
     ) -> list[Transcription]:
         """Waveforms of any length, long-form and batched together: what a server calls for the
         requests it has queued. `language` overrides the model's, `prompt` is Whisper's
         previous-text prompt and `temperature` the first of the fallback schedule (both for
-        sequential decoding; chunked decoding is greedy without a prompt)."""
+        sequential decoding; chunked decoding is greedy without a prompt). `word_timestamps`
+        times every word (Segment.words) on the sequential path; chunks have no words."""
         names = list(names) if names is not None else [f"audio {i}" for i in range(len(audios))]
         audios = [np.asarray(a, dtype=np.float32) for a in audios]
         if language is not None and self.tokens.multilingual:
             language = _checked_language(language, self.tokens)
         started = time.perf_counter()
         method = self.method(audios[0]) if audios else "chunked"
+        if word_timestamps and method == "chunked" and not self._told_no_words:
+            # Chunks are decoded without timestamps: there is nothing to time words against.
+            logger.warning(
+                "word timestamps come from sequential decoding; %s decodes chunked "
+                "(decode.longform=%s): segments without words",
+                self.model_dir,
+                self.options.longform,
+            )
+            self._told_no_words = True
         window_s = self.window_samples / SAMPLE_RATE
         chunked = method == "chunked"
         # A model known not to predict timestamps learnt one utterance per example: it gets
@@ -172,7 +184,7 @@ class Transcriber:
         join = self._predicts_timestamps is not False
         plans = [plan_file(a, self._use_vad(a, chunked), window_s, chunked, join) for a in audios]
         if method == "sequential":
-            request = LongformRequest(language, prompt, temperature)
+            request = LongformRequest(language, prompt, temperature, word_timestamps)
             found = self._engine.decode_sequential(audios, plans, request)
             label = self._engine.sequential_decoder or ""
         else:
@@ -347,9 +359,11 @@ def transcribe_paths(
     model: str,
     paths: Sequence[str | Path],
     backend: Literal["auto", "torch", "ct2", "onnx"] = "auto",
+    word_timestamps: bool = False,
 ) -> TranscribeReport:
     """Files decoded by a workspace's model with the config's decoding settings: what
-    `pefty transcribe` runs, so it decodes as evaluation and the export probe do."""
+    `pefty transcribe` runs, so it decodes as evaluation and the export probe do;
+    `word_timestamps` times every word too."""
     readable, failures = [], []
     for path in paths:
         # One unreadable file among many must not cost the others their transcripts: check
@@ -362,5 +376,6 @@ def transcribe_paths(
             failures.append((str(path), str(exc).removeprefix(f"{path}: ")))
     model_dir = ModelDir.resolve(model, workspace.root).path
     transcriber = Transcriber(model_dir, TranscriberOptions.from_config(config, backend))
-    results = transcriber.transcribe_files(readable) if readable else []
+    request = {"word_timestamps": True} if word_timestamps else {}
+    results = transcriber.transcribe_files(readable, **request) if readable else []
     return TranscribeReport(transcriber.backend, tuple(results), tuple(failures))

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+import pefty_whisper.tracking as tracking
 from pefty_whisper.config import Config, config_to_dict
 from pefty_whisper.data.features import (
     FilterReport,
@@ -34,15 +35,8 @@ from pefty_whisper.data.features import (
     resolve_num_workers,
 )
 from pefty_whisper.data.manifest import Manifest, Utterance, read_manifest
-from pefty_whisper.data.mixing import (
-    MixedDataset,
-    mix_datasets,
-)
-from pefty_whisper.data.packing import (
-    packed_mixed_set,
-    packed_training_set,
-    packing_summary,
-)
+from pefty_whisper.data.mixing import MixedDataset, mix_datasets
+from pefty_whisper.data.packing import packed_mixed_set, packed_training_set, packing_summary
 from pefty_whisper.data.table import UtteranceTable
 from pefty_whisper.errors import DataError
 from pefty_whisper.files import (
@@ -72,7 +66,14 @@ from pefty_whisper.train.model import (
 )
 from pefty_whisper.train.output import RoundOutput
 from pefty_whisper.train.plan import RoundPlan
-from pefty_whisper.train.trainer import end_process_group, round_trainer_class, token_mean_loss
+from pefty_whisper.train.trainer import (
+    best_of,
+    end_process_group,
+    examples_seen,
+    last_logged,
+    round_trainer_class,
+    token_mean_loss,
+)
 from pefty_whisper.whisper.context import allow_short_context
 from pefty_whisper.whisper.model_dir import resolve_model_dir
 from pefty_whisper.whisper.processor import load_processor
@@ -147,9 +148,11 @@ class RoundTrainer:
         self.callbacks = tuple(callbacks)
         self.output = RoundOutput(workspace, plan.round_index, plan.resume, plan.force)
         self.ds_config = deepspeed_config(config.train.deepspeed, config.model.quant)
+        tracking.require_trackers(config.train.report_to)  # before a model loads
         self.base_dir = resolve_model_dir(plan.base, workspace.root)
         self.processor = load_processor(self.base_dir, config.model.language, config.model.task)
         self.augment = loader_augment(config.augment)  # None unless a waveform transform is on
+        self.lineage: Any = None  # the LineageCallback: the runs of train.report_to
 
     @property
     def adapter_dir(self) -> Path:
@@ -237,6 +240,11 @@ class RoundTrainer:
         return table.take(chosen)
 
     @functools.cached_property
+    def base_hash(self) -> str:
+        """The base's weights hash (round.json, and the run's lineage), computed once."""
+        return weights_hash(self.base_dir)
+
+    @functools.cached_property
     def model_config(self) -> Any:
         """The base's WhisperConfig, read once (prepare_dataset runs for train and validation)."""
         from transformers import WhisperConfig
@@ -287,8 +295,16 @@ class RoundTrainer:
         dtype = compute_dtype(t.precision)
         workers = resolve_num_workers(self.config.data.num_workers)
         logger.info("loader workers: %d; log-mel on the GPU: %s", workers, log_mel_on_gpu())
-        # The Trainer's TensorBoard callback reads its directory from this variable only.
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(self.output.logs)
+        tracking.prepare_environment(t.report_to, self.output.logs, self.workspace.root)
+        self.lineage = tracking.lineage_callback(
+            tracking.round_params(
+                self.plan.round_index,
+                self.plan.base,
+                self.base_hash,
+                data.round_data(),
+                {"quant": m.quant, "deepspeed": t.deepspeed, "packing": self.config.data.packing},
+            )
+        )
         args = Seq2SeqTrainingArguments(
             output_dir=str(self.output.checkpoints),
             per_device_train_batch_size=t.batch_size,
@@ -305,7 +321,8 @@ class RoundTrainer:
             save_total_limit=t.save_total_limit,
             logging_strategy="steps",
             logging_steps=t.logging_steps,
-            report_to=["tensorboard"],
+            report_to=tracking.trainer_report_to(t.report_to),
+            run_name=self.workspace.round_label(self.plan.round_index),
             predict_with_generate=True,
             generation_max_length=self.config.decode.max_new_tokens,
             metric_for_best_model="cer",
@@ -343,7 +360,7 @@ class RoundTrainer:
             compute_metrics=self.compute_metrics,
             compute_loss_func=token_mean_loss,
             group_by_duration=m.context == "auto" and not self.config.data.packing,
-            callbacks=[*self.callbacks, *epoch_callbacks(self.augment)] or None,
+            callbacks=[*self.callbacks, *epoch_callbacks(self.augment), self.lineage],
         )
 
     # -- the round ----------------------------------------------------------------------------
@@ -375,7 +392,7 @@ class RoundTrainer:
                         "saving a checkpoint (`--resume` continues from the last complete one)",
                     ) from exc
                 raise
-            best_cer, best_step, best_checkpoint = _best(trainer)
+            best_cer, best_step, best_checkpoint = best_of(trainer)
             if trainer.is_world_process_zero():
                 self.output.write_adapter(trainer, best_checkpoint, self.config)
             trainable, total = count_parameters(model)
@@ -384,7 +401,7 @@ class RoundTrainer:
                 steps=trainer.state.global_step,
                 best_cer=best_cer,
                 best_step=best_step,
-                train_loss=_last_logged(trainer, "train_loss"),
+                train_loss=last_logged(trainer, "train_loss"),
                 trainable_parameters=trainable,
                 total_parameters=total,
                 seconds=time.time() - started,
@@ -417,7 +434,7 @@ class RoundTrainer:
             round=self.plan.round_index,
             base=self.plan.base,
             base_dir=self.base_dir,
-            base_hash=weights_hash(self.base_dir),
+            base_hash=self.base_hash,
             data=data.round_data(),
             quant=self.config.model.quant,
             deepspeed=self.config.train.deepspeed,
@@ -438,8 +455,9 @@ class RoundTrainer:
             seconds=round(result.seconds, 1),
             versions=package_versions("bitsandbytes", "deepspeed", "accelerate"),
             config=config_to_dict(self.config),
-            packing=packing_summary(data.train, _examples_seen(trainer)),
+            packing=packing_summary(data.train, examples_seen(trainer)),
             augment=augment_record(self.config.augment, data.train, trainer.state.epoch or 0),
+            tracking=(self.lineage.runs or None) if self.lineage is not None else None,
         )
         work_dir = self.output.work_dir
         atomic_write_text(
@@ -449,21 +467,6 @@ class RoundTrainer:
         record.write(work_dir)
 
 
-def _best(trainer: Seq2SeqTrainer) -> tuple[float | None, int | None, Path | None]:
-    """(best CER, its step, its checkpoint); no checkpoint means keep the final weights."""
-    state = trainer.state
-    if not state.best_model_checkpoint:
-        return None, None, None
-    best_checkpoint = Path(state.best_model_checkpoint)
-    return state.best_metric, int(best_checkpoint.name.split("-")[-1]), best_checkpoint
-
-
-def _examples_seen(trainer: Seq2SeqTrainer) -> int:
-    args = trainer.args
-    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
-    return trainer.state.global_step * per_step * max(1, args.world_size)
-
-
 def _data_record(manifest: Manifest, report: FilterReport) -> DataRecord:
     return DataRecord(
         path=manifest.path,
@@ -471,11 +474,6 @@ def _data_record(manifest: Manifest, report: FilterReport) -> DataRecord:
         rejected_rows=len(manifest.rejects),
         **report.as_dict(),
     )
-
-
-def _last_logged(trainer: Seq2SeqTrainer, key: str) -> float | None:
-    values = [e[key] for e in trainer.state.log_history if key in e]
-    return values[-1] if values else None
 
 
 def train_round(

@@ -12,11 +12,15 @@ import contextlib
 import functools
 import logging
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pefty_whisper.data.features import features_on_device
+
+if TYPE_CHECKING:
+    from transformers import Seq2SeqTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -187,3 +191,25 @@ def end_process_group(synchronize: bool = True) -> None:
         from accelerate.state import AcceleratorState
 
         AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def best_of(trainer: Seq2SeqTrainer) -> tuple[float | None, int | None, Path | None]:
+    """(best CER, its step, its checkpoint); no checkpoint means keep the final weights."""
+    state = trainer.state
+    if not state.best_model_checkpoint:
+        return None, None, None
+    best_checkpoint = Path(state.best_model_checkpoint)
+    return state.best_metric, int(best_checkpoint.name.split("-")[-1]), best_checkpoint
+
+
+def examples_seen(trainer: Seq2SeqTrainer) -> int:
+    """Training examples (windows, when packed) the round has seen, over every rank."""
+    args = trainer.args
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
+    return trainer.state.global_step * per_step * max(1, args.world_size)
+
+
+def last_logged(trainer: Seq2SeqTrainer, key: str) -> float | None:
+    """The last value of `key` the trainer logged (train_loss is logged once, at the end)."""
+    values = [e[key] for e in trainer.state.log_history if key in e]
+    return values[-1] if values else None

@@ -18,7 +18,7 @@ from pefty_whisper.data.manifest import round_manifest_name
 from pefty_whisper.errors import ConfigError
 from pefty_whisper.files import lock_path
 from pefty_whisper.whisper.model_dir import ModelDir, check_model_dir
-from pefty_whisper.workspace.records import ROUND_FILE, MergeRecord, RoundRecord
+from pefty_whisper.workspace.records import ROUND_FILE, EvalRecord, MergeRecord, RoundRecord
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +281,10 @@ class Workspace:
             (EvalLabel.parse(path.parent.name, path.stem), path)
             for path in sorted((self.root / "eval").glob("*/*.json"))
         ]
+
+    def eval_records(self) -> dict[EvalLabel, EvalRecord]:
+        """Every evaluation of the workspace with its record (the rounds table, model cards)."""
+        return {label: EvalRecord.read(path) for label, path in self.eval_labels()}
 
     def model_target(self, config: Config, model: str | None = None) -> ModelTarget:
         """`--model` of evaluate and export: omitted, the latest merged round (or the base

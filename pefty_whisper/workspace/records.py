@@ -143,6 +143,9 @@ class RoundRecord(_RoundJson):
     # The augment: section at work (train/augmentation.py): SpecAugment's switch, and the
     # passes, utterances and count of each waveform op; absent for a round without any.
     augment: dict[str, Any] | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    # train.report_to's runs: {"mlflow": {"run_id", "experiment_id", "tracking_uri"}, "wandb":
+    # {"run_id", "project", "entity", "dir", "mode"}}, where `pefty evaluate` logs its figures.
+    tracking: dict[str, dict[str, str]] | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     def model_section(self, current: ModelSection) -> ModelSection:
         """The model section the round was trained with (language, task), for decoding it;
@@ -184,6 +187,9 @@ class MergeRecord(_RoundJson):
     best_validation: ValidationRecord | None
     merged: str
     versions: dict[str, str]
+    tracking: dict[str, dict[str, str]] | None = field(  # copied from the adapter's record
+        default=None, metadata={OMIT_DEFAULT: True}
+    )
 
 
 def _read_json(path: Path) -> Any:

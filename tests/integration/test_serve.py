@@ -177,6 +177,49 @@ def test_srt_vtt_text_and_verbose_json(server: Server, workspace: Path):
     assert verbose.segments[-1].end <= verbose.duration + 1e-3
 
 
+def test_word_granularity_gives_the_words_pefty_transcribe_times(workspace: Path):
+    # Words are timed on the sequential path, which --word-timestamps takes: serve the same way.
+    server = Server(workspace, "decode.longform=sequential")
+    try:
+        _words_match_the_cli(server, workspace)
+    finally:
+        server.stop()
+
+
+def _words_match_the_cli(server: Server, workspace: Path) -> None:
+    cli = CliRunner().invoke(
+        main,
+        ["transcribe", str(workspace / "hello.wav"), "--model", "merged/tiny", "--format", "json"]
+        + ["--word-timestamps", "--workdir", str(workspace)],
+    )
+    assert cli.exit_code == 0, cli.output
+    expected = [w for s in json.loads(cli.stdout)[0]["segments"] for w in s["words"]]
+    assert expected
+    audio = (workspace / "hello.wav").read_bytes()
+    verbose = server.client().audio.transcriptions.create(
+        model="x",
+        file=("hello.wav", audio),
+        response_format="verbose_json",
+        timestamp_granularities=["word", "segment"],
+    )
+    assert [(w.word, w.start, w.end) for w in verbose.words] == [
+        (w["word"].strip(), w["start"], w["end"]) for w in expected
+    ]
+    assert verbose.segments
+    assert all(0 <= w.start <= w.end <= verbose.duration for w in verbose.words)
+    words_only = server.client().audio.transcriptions.create(
+        model="x",
+        file=("hello.wav", audio),
+        response_format="verbose_json",
+        timestamp_granularities=["word"],
+    )
+    assert words_only.words and not getattr(words_only, "segments", None)
+    with pytest.raises(openai.BadRequestError, match="needs response_format=verbose_json"):
+        server.client().audio.transcriptions.create(
+            model="x", file=("hello.wav", audio), timestamp_granularities=["word"]
+        )
+
+
 @pytest.mark.parametrize(
     ("upload", "status", "reason"),
     [

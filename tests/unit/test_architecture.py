@@ -19,7 +19,8 @@ FLOORS = (
     ("whisper",),  # the ground floor: what a Whisper model directory is
     ("config",),
     ("data", "workspace"),
-    ("inference", "train", "merge", "export", "evaluate"),  # the stages
+    # the stages
+    ("inference", "train", "merge", "export", "evaluate", "card", "hub", "tracking"),
     ("serve", "serve_page", "web", "demo"),
     ("cli",),
 )

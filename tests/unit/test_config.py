@@ -166,3 +166,18 @@ def test_pefty_config_prints_the_reference_and_lists_every_bad_key(tmp_path):
     assert "2 config errors in" in result.output and "Traceback" not in result.output
     assert "'train.max_steps' must be a positive integer" in result.output
     assert "Did you mean 'train.batch_size'?" in result.output
+
+
+def test_report_to_takes_one_tracker_a_list_or_none(tmp_path):
+    assert load_config().train.report_to == ("tensorboard",)
+    assert load_config(None, ["train.report_to=mlflow,wandb"]).train.report_to == (
+        "mlflow",
+        "wandb",
+    )
+    path = tmp_path / "pefty.yaml"
+    path.write_text("train:\n  report_to: [tensorboard, wandb]\n")
+    assert load_config(path).train.report_to == ("tensorboard", "wandb")
+    with pytest.raises(ConfigError, match="takes tensorboard, mlflow, wandb, none.*'mlflow'"):
+        load_config(None, ["train.report_to=mlfow"])
+    with pytest.raises(ConfigError, match="none cannot go with other reporters"):
+        load_config(None, ["train.report_to=none,wandb"])
