@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pefty_whisper.evaluate.rounds_table import collect_rounds, format_rounds_table
 from pefty_whisper.files import atomic_write_text
+from pefty_whisper.metrics import PROTOCOL_DESCRIPTIONS
 from pefty_whisper.whisper.model_dir import ModelDir
 from pefty_whisper.workspace import (
     EvalLabel,
@@ -51,7 +52,8 @@ TASK = "automatic-speech-recognition"
 LIBRARIES = {"torch": "transformers", "ct2": "ctranslate2", "onnx": "onnx"}
 # Licenses of hub bases known without asking the Hub (OpenAI's Whisper checkpoints).
 KNOWN_LICENSES = (("openai/whisper-", "apache-2.0"),)
-# An evaluation's figures: (metric type, protocol as metrics.PROTOCOLS names it, shown name).
+# An evaluation's figures of a record written before protocols were recorded: (metric type,
+# protocol as metrics.PROTOCOLS names it, shown name). Newer records list every protocol.
 FIGURES = (
     ("cer", "kspon", "CER, spaces removed"),
     ("cer", "spaces", "CER with spaces"),
@@ -136,10 +138,10 @@ def model_card(
             metric_value=value,
             metric_name=shown,
             metric_config=protocol,
-            metric_args={"backend": record.backend, "utterances": record.num_utterances},
+            metric_args={"backend": record.backend, "utterances": record.num_utterances, **args},
         )
         for eval_label, record in evals
-        for metric, protocol, shown, value in _figures(record)
+        for metric, protocol, shown, value, args in _figures(record)
     ]
     tags = [CARD_TAG, "whisper", "lora", "korean" if language == "ko" else language]
     tags += [] if backend == "torch" else [LIBRARIES[backend]]
@@ -366,11 +368,25 @@ def _shown_base(base: str) -> str:
     return Path(base).name if Path(base).is_absolute() else base
 
 
-def _figures(record: EvalRecord) -> list[tuple[str, str, str, float]]:
-    values = {"kspon": record.cer, "spaces": record.cer_with_spaces, "wer": record.wer}
-    found = [(metric, protocol, shown, values[protocol]) for metric, protocol, shown in FIGURES]
+def _figures(record: EvalRecord) -> list[tuple[str, str, str, float, dict[str, Any]]]:
+    """(metric type, protocol, shown name, value, metric_args) of each figure of a record: every
+    scoring protocol it holds with its 95% interval (docs/scoring.md), then long-form CER."""
+    if record.protocols:
+        found = [
+            (
+                "wer" if protocol == "wer" else "cer",
+                protocol,
+                PROTOCOL_DESCRIPTIONS.get(protocol, protocol),  # type: ignore[call-overload]
+                figure.rate,
+                {"interval": [figure.low, figure.high]},
+            )
+            for protocol, figure in record.protocols.items()
+        ]
+    else:
+        values = {"kspon": record.cer, "spaces": record.cer_with_spaces, "wer": record.wer}
+        found = [(m, protocol, shown, values[protocol], {}) for m, protocol, shown in FIGURES]
     if record.longform:
-        found.append(("cer", "long-form", "long-form CER", record.longform["cer"]))
+        found.append(("cer", "long-form", "long-form CER", record.longform["cer"], {}))
     return found
 
 

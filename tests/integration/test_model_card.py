@@ -114,13 +114,18 @@ def test_evaluate_refreshes_the_model_index_to_the_records(flow: dict[str, Path]
     for path in sorted((flow["cards"] / "evaluated-records").glob("*.json")):
         record = EvalRecord.read(path)
         variant = EvalLabel.parse("round1", path.stem).variant or None
-        expected[(record.set, variant, "kspon")] = record.cer
-        expected[(record.set, variant, "spaces")] = record.cer_with_spaces
-        expected[(record.set, variant, "wer")] = record.wer
+        assert record.protocols  # every protocol with its interval: all go on the card
+        for protocol, figure in record.protocols.items():
+            expected[(record.set, variant, protocol)] = figure.rate
+        assert record.protocols["kspon"].rate == record.cer
         if record.longform:
             expected[(record.set, variant, "long-form")] = record.longform["cer"]
     assert found == expected
     assert ("eval_clean", "first-2", "kspon") in found
+    for result in card(flow["cards"] / "evaluated.md").data.eval_results:
+        if result.metric_config != "long-form":  # each protocol's figure carries its interval
+            low, high = result.metric_args["interval"]
+            assert low <= result.metric_value <= high
     assert ("eval_clean", None, "long-form") in found
 
 
