@@ -6,8 +6,10 @@ Pure numpy and soxr, one utterance at a time, in the loader's workers. Every ran
 from a generator derived from (augment.seed, epoch, utterance index, transform), never from a
 stream shared across utterances: an utterance is augmented the same way whichever worker loads it
 and however many workers there are, and switching one transform on leaves the others' draws as
-they were. SpecAugment is not a waveform transform: transformers masks the log-mel inside the
-model, switched on through the model config (`spec_augment_overrides`).
+they were. A training set holds the chain as a `LoaderAugment` (its part's index range, and the
+epoch in memory shared with the workers; train/augmentation.py wires it). SpecAugment is not a
+waveform transform: transformers masks the log-mel inside the model, switched on through the
+model config (`spec_augment_overrides`).
 """
 
 from __future__ import annotations
