@@ -150,3 +150,82 @@ def machine_info(*packages: str) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "versions": package_versions(*packages),
     }
+
+
+# -- round benchmarks: the sample corpus, the batch of a packed round, logged `pefty` commands --
+
+SAMPLE_PARTS = 5  # the sample corpus's five parts: 5 x 64 training utterances
+# A batch of 8 single utterances; a packed batch carries about as many (the round benchmarks
+# compare formats and transforms at the same utterances per optimizer step).
+UTTERANCES_PER_STEP = 8
+# Set by a launcher around the benchmark; a child `pefty` must start its own process group.
+LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def sample_corpus_train(workdir: Path, utterances: int) -> Path:
+    """The sample corpus prepared in `workdir` (made on the first call) and its parts' training
+    rows joined in corpus order, the first `utterances` of them, as data/bench_train_N.csv."""
+    import click
+
+    from pefty_whisper.config import DataSection
+    from pefty_whisper.data.manifest import read_manifest, write_manifest
+    from pefty_whisper.data.prepare import prepare_kspon
+    from pefty_whisper.demo.pipeline import ensure_sample_corpus
+    from pefty_whisper.workspace import Workspace
+
+    workspace = Workspace.at(workdir)
+    if not workspace.manifest_path("eval_clean").is_file():
+        prepare_kspon(ensure_sample_corpus(workspace.root), workspace.data_dir, DataSection())
+    rows = []
+    for part in range(1, SAMPLE_PARTS + 1):
+        rows += read_manifest(workspace.round_manifest(part, "train")).utterances
+    if utterances > len(rows):
+        raise click.BadParameter(f"the sample corpus has {len(rows)}", param_hint="--utterances")
+    train = workspace.data_dir / f"bench_train_{utterances}.csv"
+    write_manifest(train, rows[:utterances])
+    return train
+
+
+def packed_batch(
+    config_file: Path, overrides: list[str], base: Path, train: Path
+) -> tuple[int, int]:
+    """(batch size, windows in one pass) of a packed round, from the plan the round itself
+    makes: the batch carries about UTTERANCES_PER_STEP utterances."""
+    from pefty_whisper.config import load_config
+    from pefty_whisper.data.manifest import read_manifest
+    from pefty_whisper.data.packing import packed_training_set
+    from pefty_whisper.whisper.processor import load_processor
+
+    config = load_config(config_file, overrides)
+    processor = load_processor(base, config.model.language, config.model.task)
+    dataset = packed_training_set(read_manifest(train).utterances, processor.tokenizer, config)
+    per_window = dataset.plan.utterances / len(dataset.plan.windows)
+    return max(1, round(UTTERANCES_PER_STEP / per_window)), len(dataset.plan.windows)
+
+
+def run_logged(log: Path, argv: list[str], what: str) -> float:
+    """One command with its output in `log`, outside any launcher's process group; its
+    seconds. A failure raises with the log's last lines."""
+    import subprocess
+    import time
+
+    import click
+
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("w", encoding="utf-8") as out:
+        code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    if code != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
+        raise click.ClickException(f"{what} failed (exit {code}), {log}:\n" + "\n".join(tail))
+    return time.perf_counter() - started
+
+
+def pefty_logged(workdir: Path, log: Path, args: list[str]) -> float:
+    """`pefty ARGS --workdir WORKDIR` with its output in `log`; its seconds."""
+    import sys
+
+    argv = [sys.executable, "-m", "pefty_whisper.cli", *args, "--workdir", str(workdir)]
+    return run_logged(log, argv, f"pefty {args[0]}")

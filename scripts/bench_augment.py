@@ -38,9 +38,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,22 +52,26 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import fmt, markdown_table  # noqa: E402
+from _common import (  # noqa: E402
+    SAMPLE_PARTS,
+    fmt,
+    markdown_table,
+    packed_batch,
+    pefty_logged,
+    run_logged,
+    sample_corpus_train,
+)
 
-from pefty_whisper.config import DataSection  # noqa: E402
-from pefty_whisper.data.manifest import read_manifest, write_manifest  # noqa: E402
+from pefty_whisper.data.manifest import read_manifest  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
 from pefty_whisper.files import package_versions  # noqa: E402
 from pefty_whisper.intervals import bootstrap_rate, paired_bootstrap  # noqa: E402
 from pefty_whisper.workspace import CONFIG_FILE, EvalLabel, RoundRecord, Workspace  # noqa: E402
 
 EVAL_SET = "eval_clean"
-PARTS = 5  # the sample corpus's five parts: 5 x 64 training utterances
-UTTERANCES_PER_STEP = 8  # as scripts/bench_packing.py: a packed batch carries about 8
 BASELINE = "none"
 VOICE_SHIFT = "voice shift"
 WARMUP_STEPS = 1  # the first step loads and compiles: left out of the timing
-LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 _ALL = {
     "augment.spec_augment": "true",
@@ -111,19 +113,10 @@ ROUND_SETTINGS: dict[str, Any] = {
 def prepare_data(workdir: Path, utterances: int) -> dict[str, Path]:
     """The sample corpus's parts joined in corpus order (train), part 1's test (validation),
     eval_clean and the voice-shift set, as CSVs."""
-    from pefty_whisper.data.prepare import prepare_kspon
-    from pefty_whisper.demo.pipeline import ensure_sample_corpus, ensure_voice_shift_set
+    from pefty_whisper.demo.pipeline import ensure_voice_shift_set
 
+    train = sample_corpus_train(workdir, utterances)
     workspace = Workspace.at(workdir)
-    if not workspace.manifest_path(EVAL_SET).is_file():
-        prepare_kspon(ensure_sample_corpus(workspace.root), workspace.data_dir, DataSection())
-    rows = []
-    for part in range(1, PARTS + 1):
-        rows += read_manifest(workspace.round_manifest(part, "train")).utterances
-    if utterances > len(rows):
-        raise click.BadParameter(f"the sample corpus has {len(rows)}", param_hint="--utterances")
-    train = workspace.data_dir / f"bench_train_{utterances}.csv"
-    write_manifest(train, rows[:utterances])
     return {
         "train": train,
         "valid": workspace.round_manifest(1, "test"),
@@ -137,17 +130,9 @@ def overrides_of(name: str) -> list[str]:
 
 
 def batch_and_windows(run_dir: Path, base: Path, train: Path, name: str) -> tuple[int, int]:
-    """(batch size, windows in one pass) from the plan the round itself makes; the batch
-    carries about UTTERANCES_PER_STEP utterances (speed's windows hold fewer: planned at 0.9)."""
-    from pefty_whisper.config import load_config
-    from pefty_whisper.data.packing import packed_training_set
-    from pefty_whisper.whisper.processor import load_processor
-
-    config = load_config(run_dir / CONFIG_FILE, overrides_of(name))
-    processor = load_processor(base, config.model.language, config.model.task)
-    dataset = packed_training_set(read_manifest(train).utterances, processor.tokenizer, config)
-    per_window = dataset.plan.utterances / len(dataset.plan.windows)
-    return max(1, round(UTTERANCES_PER_STEP / per_window)), len(dataset.plan.windows)
+    """(batch size, windows in one pass) from the plan the round itself makes (speed's windows
+    hold fewer utterances: planned at 0.9)."""
+    return packed_batch(run_dir / CONFIG_FILE, overrides_of(name), base, train)
 
 
 # -- one round: a child process that trains with a step timer ------------------------------------
@@ -178,27 +163,8 @@ def run_child(spec_path: Path) -> None:
     (spec_path.parent / "result.json").write_text(json.dumps(result) + "\n", encoding="utf-8")
 
 
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARIABLES}
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    return env
-
-
-def call(run_dir: Path, name: str, argv: list[str]) -> float:
-    """One command with its output in <run_dir>/<name>.log; its seconds."""
-    log = run_dir / f"{name}.log"
-    started = time.perf_counter()
-    with log.open("w", encoding="utf-8") as out:
-        code = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=child_env())
-    if code != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
-        raise click.ClickException(f"{name} failed (exit {code}), {log}:\n" + "\n".join(tail))
-    return time.perf_counter() - started
-
-
 def pefty(run_dir: Path, name: str, args: list[str]) -> float:
-    argv = [sys.executable, "-m", "pefty_whisper.cli", *args, "--workdir", str(run_dir)]
-    return call(run_dir, name, argv)
+    return pefty_logged(run_dir, run_dir / f"{name}.log", args)
 
 
 def run_transform(
@@ -238,7 +204,7 @@ def run_transform(
     seconds: dict[str, float] = {}
     if not (run_dir / "result.json").is_file():
         child = [sys.executable, __file__, "--child", str(spec_path)]
-        seconds["train"] = call(run_dir, "train", child)
+        seconds["train"] = run_logged(run_dir / "train.log", child, "train")
     if not workspace.merge_finished(1):
         seconds["merge"] = pefty(run_dir, "merge", ["merge", "--round", "1", "--force"])
     evaluate = ["evaluate", "--model", "merged/round1", "--backend", "torch", "--no-longform"]
@@ -400,7 +366,7 @@ def _ratio(value: float | None, reference: float | None) -> str:
 @click.option(
     "--utterances",
     type=click.IntRange(min=4),
-    default=PARTS * 64,
+    default=SAMPLE_PARTS * 64,
     show_default=True,
     help="Training utterances, one pass, the same for every transform.",
 )

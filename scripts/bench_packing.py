@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,10 +56,16 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import (  # noqa: E402  # noqa: E402
+    SAMPLE_PARTS,
+    UTTERANCES_PER_STEP,
+    packed_batch,
+    pefty_logged,
+    sample_corpus_train,
+)
 from _common import markdown_table as common_table  # noqa: E402
 
-from pefty_whisper.config import DataSection, load_config  # noqa: E402
-from pefty_whisper.data.manifest import read_manifest, write_manifest  # noqa: E402
+from pefty_whisper.data.manifest import read_manifest  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
 from pefty_whisper.evaluate.compare import aligned, paired_counts  # noqa: E402
 from pefty_whisper.evaluate.figures import SUBSET_PROTOCOL, DecodeCounts, read_counts  # noqa: E402
@@ -71,8 +75,6 @@ from pefty_whisper.metrics import ProtocolCounts  # noqa: E402
 from pefty_whisper.workspace import CONFIG_FILE, EvalRecord, Workspace  # noqa: E402
 
 EVAL_SET = "eval_clean"
-PARTS = 5  # the sample corpus's five parts: 5 x 64 training utterances
-UTTERANCES_PER_STEP = 8  # a batch of 8 single utterances; packed batches carry about as many
 
 
 @dataclass(frozen=True)
@@ -140,19 +142,8 @@ ROUND_SETTINGS: dict[str, Any] = {
 def prepare_data(workdir: Path, utterances: int) -> tuple[Path, Path, Path]:
     """The sample corpus's parts joined in corpus order (train), part 1's test (validation) and
     eval_clean, as CSVs with absolute audio paths."""
-    from pefty_whisper.data.prepare import prepare_kspon
-    from pefty_whisper.demo.pipeline import ensure_sample_corpus
-
+    train = sample_corpus_train(workdir, utterances)
     workspace = Workspace.at(workdir)
-    if not workspace.manifest_path(EVAL_SET).is_file():
-        prepare_kspon(ensure_sample_corpus(workspace.root), workspace.data_dir, DataSection())
-    rows = []
-    for part in range(1, PARTS + 1):
-        rows += read_manifest(workspace.round_manifest(part, "train")).utterances
-    if utterances > len(rows):
-        raise click.BadParameter(f"the sample corpus has {len(rows)}", param_hint="--utterances")
-    train = workspace.data_dir / f"bench_train_{utterances}.csv"
-    write_manifest(train, rows[:utterances])
     return train, workspace.round_manifest(1, "test"), workspace.manifest_path(EVAL_SET)
 
 
@@ -161,31 +152,13 @@ def batch_for(fmt: Format, run_dir: Path, base: Path, train: Path) -> tuple[int,
     utterances, from the plan the round itself will make."""
     if not fmt.packed:
         return UTTERANCES_PER_STEP, len(read_manifest(train).utterances)
-    from pefty_whisper.data.packing import packed_training_set
-    from pefty_whisper.whisper.processor import load_processor
-
     overrides = [f"{k}={str(v).lower()}" for k, v in fmt.overrides.items()]
-    config = load_config(run_dir / CONFIG_FILE, overrides)
-    processor = load_processor(base, config.model.language, config.model.task)
-    dataset = packed_training_set(read_manifest(train).utterances, processor.tokenizer, config)
-    per_window = dataset.plan.utterances / len(dataset.plan.windows)
-    return max(1, round(UTTERANCES_PER_STEP / per_window)), len(dataset.plan.windows)
+    return packed_batch(run_dir / CONFIG_FILE, overrides, base, train)
 
 
 def pefty(run_dir: Path, name: str, args: list[str]) -> float:
     """One `pefty` command in the run's workspace; its seconds. Output goes to <name>.log."""
-    log = run_dir / f"{name}.log"
-    started = time.perf_counter()
-    with log.open("w", encoding="utf-8") as out:
-        code = subprocess.call(
-            [sys.executable, "-m", "pefty_whisper.cli", *args, "--workdir", str(run_dir)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    if code != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
-        raise click.ClickException(f"pefty {name} failed (exit {code}), {log}:\n" + "\n".join(tail))
-    return time.perf_counter() - started
+    return pefty_logged(run_dir, run_dir / f"{name}.log", args)
 
 
 def run_format(
@@ -434,7 +407,7 @@ def _difference(paired: dict[str, Any] | None) -> str:
 @click.option(
     "--utterances",
     type=click.IntRange(min=UTTERANCES_PER_STEP),
-    default=PARTS * 64,
+    default=SAMPLE_PARTS * 64,
     show_default=True,
     help="Training utterances, one pass, the same for every format.",
 )

@@ -48,7 +48,7 @@ except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from _common import fmt, machine_info, ratio  # noqa: E402
+from _common import LAUNCHER_VARIABLES, fmt, machine_info, ratio  # noqa: E402
 from _common import markdown_table as common_table  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
@@ -94,7 +94,6 @@ GB = 1024**3
 # ru_maxrss is in KiB on Linux and in bytes on macOS.
 RSS_UNIT = 1 if sys.platform == "darwin" else 1024
 # Variables a launcher sets; a child inheriting them would be set up as a distributed run.
-LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
