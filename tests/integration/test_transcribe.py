@@ -18,13 +18,8 @@ import soundfile
 from fixtures import clip, save_tiny_whisper
 
 from pefty_whisper.data.audio import load_audio
-from pefty_whisper.demo.weights import (
-    assemble_offline_whisper_base,
-    offline_base_ct2_files_available,
-)
 from pefty_whisper.errors import ConfigError, DataError, ModelError
 from pefty_whisper.export import export_ct2, export_onnx
-from pefty_whisper.export.import_ct2 import import_ct2
 from pefty_whisper.inference import Transcriber, TranscriberOptions
 from pefty_whisper.whisper.model_dir import ModelDir
 from pefty_whisper.workspace import ExportRecord
@@ -207,17 +202,6 @@ def test_errors_name_the_input_and_the_way_out(models: dict[str, Path], tmp_path
 # --------------------------------------------------------------------------------------------
 
 ENGLISH = "Hello world, this is a test of the speech recognition system."
-
-
-@pytest.fixture(scope="module")
-def whisper_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not offline_base_ct2_files_available():
-        pytest.skip("offline whisper-base not installed: pip install 'pefty-whisper[demo]'")
-    root = tmp_path_factory.mktemp("whisper-base")
-    ct2_dir = assemble_offline_whisper_base(root / "ct2")
-    out = import_ct2(ct2_dir, root / "hf").out_dir
-    shutil.rmtree(ct2_dir)
-    return out
 
 
 @pytest.fixture(scope="module")

