@@ -194,7 +194,7 @@ def check_shared_workspace(root: Path) -> None:
     nonce = decision["nonce"]
     problem = None
     if not is_main_process():
-        problem = _token_problem(root / WORKSPACE_TOKEN.format(nonce), nonce, decision, host)
+        problem = _token_problem(root, nonce, decision, host)
     problems = [p for p in gather(problem) if p]  # also the barrier before rank 0 removes it
     if is_main_process():
         Path(decision["path"]).unlink(missing_ok=True)
@@ -203,18 +203,18 @@ def check_shared_workspace(root: Path) -> None:
         raise PeftyError(problems[0] + more)
 
 
-def _token_problem(path: Path, nonce: str, written: dict[str, Any], host: str) -> str | None:
+def _token_problem(root: Path, nonce: str, written: dict[str, Any], host: str) -> str | None:
     try:
-        seen = path.read_text(encoding="utf-8").strip()
+        seen = (root / WORKSPACE_TOKEN.format(nonce)).read_text(encoding="utf-8").strip()
     except OSError:
         seen = None
     if seen == nonce:
         return None
-    found = "not there" if seen is None else "a different token"
+    found = "missing" if seen is None else "a different one"
     return (
-        f"{path}: rank {rank()} on {host} does not see the workspace of rank 0 on "
-        f"{written['host']} (its token {written['path']} is {found} here): the workspace "
-        "must be on a shared filesystem that every node mounts (NFS, Lustre, ...)"
+        f"{root}: rank {rank()} on {host} does not see the workspace of rank 0 on "
+        f"{written['host']} (the token rank 0 wrote to {written['path']} is {found} here): "
+        "the workspace must be on a shared filesystem that every node mounts (NFS, Lustre, ...)"
     )
 
 

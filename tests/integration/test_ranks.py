@@ -17,7 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from fixtures import save_tiny_whisper
-from workspaces import make_workspace, subprocess_env, write_audio, write_manifest
+from workspaces import SENTENCES, make_workspace, subprocess_env, write_audio, write_manifest
 
 from pefty_whisper.cli import main
 
@@ -66,9 +66,8 @@ def run_nodes(commands: list[list[str]], logs: Path, timeout: int = 600) -> list
             command, env=launcher_env(), stdout=log, stderr=subprocess.STDOUT, text=True
         )
         running.append((process, log))
-    results = []
     try:
-        for process, log in running:
+        for process, _ in running:
             process.wait(timeout=timeout)
     finally:
         for process, log in running:
@@ -76,9 +75,10 @@ def run_nodes(commands: list[list[str]], logs: Path, timeout: int = 600) -> list
                 process.kill()
                 process.wait()
             log.close()
-    for node, (process, _) in enumerate(running):
-        results.append((process.returncode, (logs / f"node{node}.log").read_text()))
-    return results
+    return [
+        (process.returncode, (logs / f"node{node}.log").read_text())
+        for node, (process, _) in enumerate(running)
+    ]
 
 
 def two_node_commands(port: int, args: list[str], workdirs: list[Path]) -> list[list[str]]:
@@ -106,9 +106,8 @@ def two_node_commands(port: int, args: list[str], workdirs: list[Path]) -> list[
 def eval_workspace(root: Path) -> Path:
     """Five utterances of different lengths: with batches of two, rank 0 decodes the first and
     third batch of the one-process order and rank 1 the second."""
-    sentences = ["안녕하세요", "오늘 날씨가 좋네요", "세 시에 만나요", "뉴스를 봤어요", "감사합니다"]
     rows = []
-    for i, sentence in enumerate(sentences):
+    for i, sentence in enumerate([*SENTENCES, "감사합니다"]):
         path = root / "audio" / f"e{i}.pcm"
         write_audio(path, seed=i, seconds=0.6 + 0.25 * ((3 * i) % 5))
         rows.append((str(path), sentence))
@@ -130,27 +129,49 @@ def without_timings(value: object) -> object:
     return value
 
 
-def test_two_ranks_evaluate_to_the_one_process_result(tiny_base, tmp_path):
+def deepspeed_launcher(*args: str) -> list[str]:
+    """The DeepSpeed launcher (`deepspeed` on PATH is this runner): --module, never -m."""
+    runner = [sys.executable, "-c", "from deepspeed.launcher.runner import main; main()"]
+    return [*runner, *args, "--module", "pefty_whisper.cli"]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "extra"),
+    [
+        # torchrun also decodes the long-form recordings and the silence clips in its ranks
+        (lambda port: torchrun("--nproc_per_node", "2", "--master_port", str(port)), []),
+        # DeepSpeed's launcher adds --local_rank=N (kept short: the same path after the flag)
+        (
+            lambda port: deepspeed_launcher("--num_gpus", "2", "--master_port", str(port)),
+            ["--no-longform"],
+        ),
+    ],
+    ids=["torchrun", "deepspeed"],
+)
+def test_two_ranks_evaluate_to_the_one_process_result(tiny_base, tmp_path, launcher, extra):
     work = eval_workspace(tmp_path / "work")
     args = [
         "evaluate", "--set", "eval_clean", "--model", str(tiny_base),
-        "--workdir", str(work), "-o", f"model.base={tiny_base}",
+        "--workdir", str(work), "-o", f"model.base={tiny_base}", *extra,
     ]  # fmt: skip
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     one_tsv, one_record = read_evaluation(work)
     shutil.rmtree(work / "eval")
 
-    command = [*torchrun("--nproc_per_node", "2", "--master_port", str(free_port())), *args]
     process = subprocess.run(
-        command, env=launcher_env(), capture_output=True, text=True, timeout=600
+        [*launcher(free_port()), *args],
+        env=dict(launcher_env(), DS_ACCELERATOR="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-    assert process.returncode == 0, process.stderr[-4000:]
+    assert process.returncode == 0, process.stdout[-2000:] + process.stderr[-4000:]
     two_tsv, two_record = read_evaluation(work)
     assert two_tsv == one_tsv  # every utterance's hypothesis and counts
     assert without_timings(two_record) == without_timings(one_record)
     assert two_record["num_utterances"] == 5
-    # Rank 0 alone reported and wrote: one summary line, no stray files.
+    # Rank 0 alone reported and wrote: one summary, no stray files.
     assert process.stdout.count("round0 on eval_clean (") == 1, process.stdout
     assert sorted(p.name for p in (work / "eval" / "round0").iterdir()) == [
         "eval_clean.json",
