@@ -81,8 +81,8 @@ def train(
       deepspeed --num_gpus 2 --module pefty_whisper.cli train --round 2   # 2 GPUs
       torchrun --nproc_per_node 2 -m pefty_whisper.cli train --round 2
     """
+    from pefty_whisper.ranks import is_main_process
     from pefty_whisper.train import default_round_plan, train_round
-    from pefty_whisper.train.checkpoints import is_main_process
 
     workspace, config = load_workspace(
         workdir, config_path, overrides, {"model.quant": quant, "train.deepspeed": deepspeed}
@@ -263,8 +263,10 @@ def evaluate(
       pefty evaluate --set english.csv --language en --no-longform   # forgetting
       pefty evaluate --set eval_clean --timestamps            # decoded by timestamps
       pefty evaluate --set eval_clean --condition telephone   # eval_clean@telephone
+      torchrun --nproc_per_node 4 -m pefty_whisper.cli evaluate --set eval_clean  # 4 GPUs
     """
     from pefty_whisper.evaluate import evaluate_set
+    from pefty_whisper.ranks import is_main_process
 
     workspace, config = load_workspace(
         workdir, config_path, overrides, {"decode.batch_size": batch_size}
@@ -274,6 +276,8 @@ def evaluate(
             workspace, config, set_name, model, backend, limit, None, progress.update,
             longform=longform, language=language, timestamps=timestamps, condition=condition,
         )  # fmt: skip
+    if not is_main_process():
+        return  # under a launcher rank 0 reports the joined figures
     click.echo(
         f"{report.label.folder} on {report.label.column} ({report.backend}, "
         f"{report.num_utterances} utterances): CER {report.cer:.2f}%  "
@@ -333,7 +337,11 @@ class _EvalProgress:
 
         from tqdm import tqdm
 
-        self.bar = tqdm(unit="utt", desc="decoding", disable=None, dynamic_ncols=True)
+        from pefty_whisper.ranks import is_main_process
+
+        # Under a launcher one bar (rank 0's share of the batches), not one per rank.
+        disable = None if is_main_process() else True
+        self.bar = tqdm(unit="utt", desc="decoding", disable=disable, dynamic_ncols=True)
         self.started, self.audio_seconds, self.clock = time.perf_counter(), 0.0, time.perf_counter
         return self
 

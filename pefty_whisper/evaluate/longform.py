@@ -27,8 +27,10 @@ import numpy as np
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
 from pefty_whisper.data.manifest import Utterance
 from pefty_whisper.data.packing import NOISE_KINDS, no_speech_audio
+from pefty_whisper.inference.longform import seed_fallback
 from pefty_whisper.intervals import RESAMPLES, bootstrap_rate
 from pefty_whisper.metrics import score_protocols
+from pefty_whisper.ranks import map_batches
 
 logger = logging.getLogger(__name__)
 
@@ -112,17 +114,19 @@ def score_longform(
     an interval over recordings where there are several."""
     started = time.perf_counter()
     step = max(1, transcriber.options.batch_size)  # a whole set in one generate would not fit
-    results = [
-        result
-        for begin in range(0, len(recordings), step)
-        for result in transcriber.transcribe_audios(
-            [r.audio for r in recordings[begin : begin + step]]
-        )
-    ]
+
+    def decode(indices: list[int]) -> list[tuple[str, str]]:
+        seed_fallback(indices[0])  # a batch decodes alike in any rank, after any other work
+        results = transcriber.transcribe_audios([recordings[i].audio for i in indices])
+        return [(t.text, t.method) for t in results]
+
+    # Under a launcher each rank decodes its share of the batches (ranks.map_batches).
+    decoded = map_batches(range(len(recordings)), step, decode)
+    rows = [decoded[i] for i in range(len(recordings))]
     seconds = time.perf_counter() - started
     protocols = score_protocols(
         [r.reference for r in recordings],
-        [t.text for t in results],
+        [text for text, _ in rows],
         [r.phonetic for r in recordings],
     )
     scores = protocols.spelling
@@ -140,7 +144,7 @@ def score_longform(
         recordings=len(recordings),
         audio_seconds=sum(len(r.audio) for r in recordings) / SAMPLE_RATE,
         seconds=seconds,
-        method=",".join(sorted({t.method for t in results})),
+        method=",".join(sorted({method for _, method in rows})),
         cer_low=low,
         cer_high=high,
         dual=protocols["dual"].rate,
@@ -152,6 +156,7 @@ def score_longform(
 def silence_characters(transcriber: Any, seed: int = 0) -> dict[str, int]:
     """Characters written (spaces not counted) on 10 s of silence, low noise and hum."""
     clips = [no_speech_audio(kind, SILENCE_CLIP_S, seed + i) for i, kind in enumerate(NOISE_KINDS)]
+    seed_fallback(seed)  # hallucinations on noise take the fallback's sampled retries
     results = transcriber.transcribe_audios(clips)
     written = {
         kind: len("".join(t.text.split())) for kind, t in zip(NOISE_KINDS, results, strict=True)

@@ -30,7 +30,16 @@ from pefty_whisper.evaluate.longform import (
     stitch_recordings,
 )
 from pefty_whisper.files import atomic_write_text
+from pefty_whisper.inference.longform import seed_fallback
 from pefty_whisper.metrics import UtteranceScore
+from pefty_whisper.ranks import (
+    barrier,
+    check_shared_workspace,
+    ends_process_group,
+    is_main_process,
+    map_batches,
+    on_rank_zero,
+)
 from pefty_whisper.whisper.model_dir import ModelDir
 from pefty_whisper.workspace import EvalLabel, EvalRecord, ModelTarget, Workspace
 
@@ -75,6 +84,7 @@ class EvalReport:
         return self.num_utterances / max(self.seconds, 1e-9)
 
 
+@ends_process_group
 def evaluate_set(
     workspace: Workspace,
     config: Config,
@@ -102,7 +112,11 @@ def evaluate_set(
     (data/conditions.py: telephone, noise-babble-10db, ...) degrades each utterance, seeded by
     its row, and is kept apart as <set>@cond-<condition>, a column of its own in the rounds
     table; the long-form and silence figures are the clean set's, so they are skipped then.
+
+    Under a launcher (torchrun, the DeepSpeed launcher) each rank decodes its share of the
+    batches on its own device; every rank holds the joined result and rank 0 alone writes it.
     """
+    check_shared_workspace(workspace.root)
     if limit is not None and limit < 1:
         raise ConfigError(f"--limit must be 1 or more (the first N utterances); got {limit}")
     if language is not None:
@@ -148,7 +162,7 @@ def evaluate_set(
         if longform:
             recordings = stitch_recordings(utterances, seed=config.train.seed)
             whole = score_longform(transcriber, recordings)
-            silence = silence_characters(transcriber, seed=config.train.seed)
+            silence = on_rank_zero(lambda: silence_characters(transcriber, config.train.seed))
     # The bootstrap's own fixed seed (not train.seed): an evaluation's intervals are the same
     # whichever seed the round was trained with.
     protocol_scores, figures = score_decode(utterances, hypotheses, durations=durations)
@@ -168,8 +182,6 @@ def evaluate_set(
     )
     json_path = workspace.eval_json(label)
     tsv_path = workspace.eval_tsv(label)
-    tsv = per_utterance_tsv(utterances, protocol_scores, figures.counts.durations)
-    atomic_write_text(tsv_path, tsv)
     worst = sorted(
         zip((u.id for u in utterances), scores.utterances, strict=True),
         key=lambda pair: pair[1].chars.errors,
@@ -195,6 +207,11 @@ def evaluate_set(
         timestamps=timestamps,
     )
     record = _record(report, target, manifest.path, limit, len(manifest.utterances))
+    if not is_main_process():
+        return report  # every rank holds the figures; rank 0 alone writes them
+    atomic_write_text(
+        tsv_path, per_utterance_tsv(utterances, protocol_scores, figures.counts.durations)
+    )
     record.write(json_path)
     from pefty_whisper.card import update_model_card
     from pefty_whisper.tracking import log_evaluation
@@ -235,28 +252,29 @@ def decode_utterances(
     goes through the long-form path (the transcriber's decode.longform, sequential for this),
     which decodes by timestamps as a packed window was trained. `durations`, when given, gets
     each utterance's decoded seconds at its index (the duration buckets of a manifest without
-    a duration column).
+    a duration column). Under a launcher each rank decodes its share of these batches
+    (ranks.rank_batches) and every rank gets all the rows; `progress` counts this rank's.
     """
     order = sorted(range(len(utterances)), key=lambda i: utterances[i].duration or 0.0)
-    hypotheses: list[str] = [""] * len(utterances)
-    audio_seconds = 0.0
-    started = time.perf_counter()
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+
+    def decode(indices: list[int]) -> list[tuple[str, float]]:
+        seed_fallback(indices[0])  # a batch decodes alike in any rank, after any other work
         audios = [load(i) if load else load_audio(utterances[i].path) for i in indices]
-        batch_seconds = sum(len(a) for a in audios) / SAMPLE_RATE
         if timestamps:
             texts = [t.text for t in transcriber.transcribe_audios(audios)]
         else:
             texts = transcriber.transcribe_batch(audios)
-        for i, text, audio in zip(indices, texts, audios, strict=True):
-            hypotheses[i] = text
-            if durations is not None:
-                durations[i] = len(audio) / SAMPLE_RATE
-        audio_seconds += batch_seconds
+        seconds = [len(audio) / SAMPLE_RATE for audio in audios]
         if progress is not None:
-            progress(len(indices), batch_seconds)
-    return hypotheses, time.perf_counter() - started, audio_seconds
+            progress(len(indices), sum(seconds))
+        return list(zip(texts, seconds, strict=True))
+
+    started = time.perf_counter()
+    decoded = map_batches(order, batch_size, decode)
+    rows = [decoded[i] for i in range(len(utterances))]
+    if durations is not None:
+        durations[:] = [seconds for _, seconds in rows]
+    return [text for text, _ in rows], time.perf_counter() - started, sum(s for _, s in rows)
 
 
 class _decodable_model:
@@ -280,7 +298,9 @@ class _decodable_model:
             self.converted = True
         return model_dir
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            barrier()  # rank 0's temporary merge stays until every rank is done with it
         if self.tmp is not None:
             self.tmp.cleanup()
 
@@ -290,10 +310,15 @@ class _decodable_model:
         from pefty_whisper.merge import merge_into
 
         assert self.target.adapter_dir is not None
-        self.tmp = tempfile.TemporaryDirectory(prefix="pefty-eval-", dir=self.workspace.root)
-        out_dir = Path(self.tmp.name) / "merged"
-        merge_into(self.target.adapter_dir, self.workspace, self.config, out_dir)
-        return out_dir
+        adapter_dir = self.target.adapter_dir
+
+        def merge() -> str:  # on rank 0; the other ranks load its merge from the workspace
+            self.tmp = tempfile.TemporaryDirectory(prefix="pefty-eval-", dir=self.workspace.root)
+            out_dir = Path(self.tmp.name) / "merged"
+            merge_into(adapter_dir, self.workspace, self.config, out_dir)
+            return str(out_dir)
+
+        return Path(on_rank_zero(merge))
 
     def _ct2_export(self, model_dir: Path) -> Path:
         import torch
@@ -303,9 +328,13 @@ class _decodable_model:
         # The ct2 backend's defaults: int8 on the CPU, float16 on a GPU.
         quantization = "float16" if torch.cuda.is_available() else "int8"
         out_dir = self.workspace.export_dir_for(self.target.label, "ct2", quantization)
-        if not ModelDir(out_dir).is_ct2:
-            logger.info("converting %s to CTranslate2 %s in %s", model_dir, quantization, out_dir)
-            export_ct2(model_dir, out_dir, quantization=quantization)
+
+        def convert() -> None:  # on rank 0 alone: the other ranks wait, then load its export
+            if not ModelDir(out_dir).is_ct2:
+                logger.info("converting %s to CTranslate2 %s: %s", model_dir, quantization, out_dir)
+                export_ct2(model_dir, out_dir, quantization=quantization)
+
+        on_rank_zero(convert)
         return out_dir
 
 

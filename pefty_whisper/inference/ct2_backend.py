@@ -14,6 +14,7 @@ from pefty_whisper.errors import ModelError
 from pefty_whisper.inference.engine import LongformRequest, ModelFiles
 from pefty_whisper.inference.longform import FilePlan, fallback, temperatures
 from pefty_whisper.inference.results import Segment, Word
+from pefty_whisper.ranks import local_rank
 
 if TYPE_CHECKING:
     from pefty_whisper.inference.options import TranscriberOptions
@@ -69,12 +70,15 @@ class Ct2Engine:
         # with that same object: one copy in memory for batched chunks and for faster-whisper's
         # sequential decoding. It needs tokenizer.json (every export writes one).
         self.whisper: Any = None
+        # Under a launcher each rank decodes on its own GPU (LOCAL_RANK); the CPU has one.
+        index = local_rank() if self.device == "cuda" else 0
         if (model_dir / "tokenizer.json").is_file() and _has_faster_whisper():
             from faster_whisper import WhisperModel
 
             self.whisper = WhisperModel(
                 str(model_dir),
                 device=self.device,
+                device_index=index,
                 compute_type=compute_type,
                 cpu_threads=num_threads,
             )
@@ -83,6 +87,7 @@ class Ct2Engine:
             self.model = ctranslate2.models.Whisper(
                 str(model_dir),
                 device=self.device,
+                device_index=index,
                 compute_type=compute_type,
                 intra_threads=num_threads,
             )

@@ -42,6 +42,7 @@ __all__ = [
     "decode_chunked",
     "monotonic",
     "plan_file",
+    "seed_fallback",
     "speech_regions",
     "temperatures",
     "uncovered_speech",
@@ -228,3 +229,18 @@ def temperatures(first: float, fallback: bool) -> tuple[float, ...]:
 def fallback(options: TranscriberOptions) -> bool:
     """Whether a failed guard (compression ratio, log-probability) retries hotter."""
     return options.compression_ratio_threshold is not None or options.log_prob_threshold is not None
+
+
+def seed_fallback(seed: int) -> None:
+    """Seed the sampling of the fallback's hotter retries (torch's and CTranslate2's).
+
+    Without it a retry draws from wherever the process's random state happens to be, so the same
+    audio could decode differently after other work, or in another rank than in one process.
+    """
+    import sys
+
+    import torch
+
+    torch.manual_seed(seed)
+    if "ctranslate2" in sys.modules:  # loaded by the ct2 backend; never imported for this
+        sys.modules["ctranslate2"].set_random_seed(seed)

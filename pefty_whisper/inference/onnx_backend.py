@@ -11,6 +11,7 @@ from pefty_whisper.errors import ConfigError, ModelError
 from pefty_whisper.inference.engine import LongformRequest, ModelFiles
 from pefty_whisper.inference.longform import FilePlan
 from pefty_whisper.inference.results import Segment
+from pefty_whisper.ranks import local_rank
 from pefty_whisper.whisper.model_dir import ONNX_DECODER, ONNX_DECODER_WITH_PAST, ONNX_ENCODER
 
 if TYPE_CHECKING:
@@ -48,9 +49,10 @@ class OnnxEngine:
         if self.device == "auto":
             available = onnxruntime.get_available_providers()
             self.device = "cuda" if "CUDAExecutionProvider" in available else "cpu"
-        providers = ["CPUExecutionProvider"]
+        providers: list[Any] = ["CPUExecutionProvider"]
         if self.device.startswith("cuda"):
-            providers.insert(0, "CUDAExecutionProvider")
+            # Under a launcher each rank decodes on its own GPU (LOCAL_RANK).
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": local_rank()}))
 
         def session(name: str, memory_plans: bool = True) -> Any:
             session_options = onnxruntime.SessionOptions()

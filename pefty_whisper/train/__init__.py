@@ -2,8 +2,8 @@
 
 plan.py resolves what a round trains on, recipe.py runs it (RoundTrainer), output.py owns
 where it writes (locks, --force staging, publishing), trainer.py the Seq2SeqTrainer subclass,
-model.py loading and LoRA, deepspeed.py the ZeRO presets, checkpoints.py process groups and
-resumable checkpoints.
+model.py loading and LoRA, deepspeed.py the ZeRO presets, checkpoints.py resumable
+checkpoints (the process group and ranks are pefty_whisper/ranks.py's).
 """
 
 from pefty_whisper.train.plan import RoundPlan, default_round_plan

@@ -1,5 +1,5 @@
-"""A round's processes and checkpoints: the process-group variables, rank 0's decision about
-the output directory shared with every rank, the checkpoint to resume and whether it is safe.
+"""A round's checkpoints: the one to resume, and whether it is safe to load (the rank rules are
+ranks.py's).
 
 DeepSpeed loads its checkpoint files with `torch.load(weights_only=False)`, which runs any
 pickle they hold: a workspace copied from elsewhere could carry code. Before a resume, every
@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import re
 import shutil
-import socket
 from pathlib import Path
-from typing import Any
 
 from pefty_whisper.errors import PeftyError
+from pefty_whisper.ranks import is_main_process
 
 logger = logging.getLogger(__name__)
 
@@ -37,47 +35,6 @@ ALLOWED_GLOBALS = (
 # Files of a checkpoint that resuming loads with torch.load (training_args.bin is never loaded).
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 NOT_LOADED = ("training_args.bin",)
-
-
-def is_main_process() -> bool:
-    """Rank 0 under a launcher (or the only process): the one that writes shared files."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def ensure_process_group_env() -> None:
-    """Let DeepSpeed run as one process without a launcher (it would look for MPI otherwise).
-
-    Under `deepspeed` or `torchrun` these variables are already set and left alone.
-    """
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    os.environ.update(
-        RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-
-
-def share_from_rank_zero(decision: dict[str, Any]) -> dict[str, Any]:
-    """Rank 0's `decision` on every process (a no-op in one process).
-
-    The process group is set up here, before the Trainer's: accelerate and DeepSpeed both
-    reuse a group that exists. The broadcast doubles as the barrier: no rank goes on before
-    rank 0 has decided (and deleted what it deletes).
-    """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return decision
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    shared = [decision if is_main_process() else None]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
 
 
 def last_complete_checkpoint(folder: Path) -> str | None:

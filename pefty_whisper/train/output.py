@@ -18,12 +18,8 @@ from typing import TYPE_CHECKING, Any
 from pefty_whisper.config import Config, dump_config
 from pefty_whisper.errors import PeftyError
 from pefty_whisper.files import exclusive_lock, replace_directory
-from pefty_whisper.train.checkpoints import (
-    is_main_process,
-    last_complete_checkpoint,
-    share_from_rank_zero,
-    verify_checkpoint,
-)
+from pefty_whisper.ranks import is_main_process, share_from_rank_zero
+from pefty_whisper.train.checkpoints import last_complete_checkpoint, verify_checkpoint
 from pefty_whisper.workspace import RoundRecord, Workspace
 
 if TYPE_CHECKING:

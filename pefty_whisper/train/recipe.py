@@ -48,6 +48,7 @@ from pefty_whisper.files import (
     weights_hash,
 )
 from pefty_whisper.metrics import score_corpus
+from pefty_whisper.ranks import check_shared_workspace, ends_process_group, ensure_process_group_env
 from pefty_whisper.train.augmentation import (
     apply_spec_augment,
     attach_augment,
@@ -55,7 +56,6 @@ from pefty_whisper.train.augmentation import (
     epoch_callbacks,
     loader_augment,
 )
-from pefty_whisper.train.checkpoints import ensure_process_group_env
 from pefty_whisper.train.deepspeed import deepspeed_config
 from pefty_whisper.train.model import (
     attach_lora,
@@ -68,7 +68,6 @@ from pefty_whisper.train.output import RoundOutput
 from pefty_whisper.train.plan import RoundPlan
 from pefty_whisper.train.trainer import (
     best_of,
-    end_process_group,
     examples_seen,
     last_logged,
     round_trainer_class,
@@ -476,6 +475,7 @@ def _data_record(manifest: Manifest, report: FilterReport) -> DataRecord:
     )
 
 
+@ends_process_group
 def train_round(
     workspace: Workspace,
     config: Config,
@@ -484,10 +484,7 @@ def train_round(
 ) -> RoundResult:
     """Build a RoundTrainer and run it, then end the process group (so the exit code of each
     rank says how its round went); the entry point of `pefty train`."""
-    try:
-        result = RoundTrainer(config, workspace, plan, callbacks).run()
-    except BaseException:
-        end_process_group(synchronize=False)
-        raise
-    end_process_group()
-    return result
+    # Before the base or a manifest is read: a node without the workspace fails here, with the
+    # reason, rather than on whichever file it misses first.
+    check_shared_workspace(workspace.root)
+    return RoundTrainer(config, workspace, plan, callbacks).run()

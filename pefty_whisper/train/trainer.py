@@ -1,4 +1,4 @@
-"""The Seq2SeqTrainer a round runs, what pefty changes in it, and the end of its process group.
+"""The Seq2SeqTrainer a round runs and what pefty changes in it.
 
 Validation decodes the way the Transcriber does (the encoder at the batch's context, its output
 handed to `generate`), adapters are saved from DeepSpeed's fp32 master weights, the loss is the
@@ -160,37 +160,6 @@ def encode(model: Any, input_features: torch.Tensor) -> Any:
     encoder = model.get_encoder()
     with torch.no_grad():
         return encoder(input_features.to(encoder.conv1.weight.dtype))
-
-
-def end_process_group(synchronize: bool = True) -> None:
-    """Tear down DeepSpeed's communication and torch.distributed before the process exits.
-
-    Left to interpreter exit, the process group's threads can outlive the objects that own
-    them, and a rank that finished its round then dies with SIGABRT ("terminate called without
-    an active exception"): the launcher reports a failure for a round that was written. The
-    barrier keeps a rank from tearing down while another still needs the group; accelerate's
-    state is reset, so a later round in the same process sets up a group of its own.
-    """
-    import sys
-
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    try:
-        if synchronize and dist.get_world_size() > 1:
-            dist.barrier()
-    finally:
-        if "deepspeed" in sys.modules:
-            import deepspeed.comm as ds_comm
-
-            if ds_comm.is_initialized():
-                ds_comm.destroy_process_group()
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def best_of(trainer: Seq2SeqTrainer) -> tuple[float | None, int | None, Path | None]:

@@ -15,7 +15,7 @@ MAX_LINES = 500
 
 # Floors, lowest first: a module imports only from its own floor or below.
 FLOORS = (
-    ("errors", "files", "metrics", "intervals", "subsets"),  # leaves
+    ("errors", "files", "metrics", "intervals", "subsets", "ranks"),  # leaves
     ("whisper",),  # the ground floor: what a Whisper model directory is
     ("config",),
     ("data", "workspace"),
