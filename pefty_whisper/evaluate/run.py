@@ -118,7 +118,7 @@ def evaluate_set(
         raise DataError(f"{manifest.path}: no utterances to evaluate")
     conditioned = None
     if condition is not None:  # a bad name or a missing noise folder fails before the model
-        conditioned = ConditionedAudio([u.path for u in utterances], condition, config.augment)
+        conditioned = ConditionedAudio(utterances, condition, config.augment)
         if all(step.transform == "clean" for step in conditioned.condition.steps):
             conditioned = None  # the set as recorded: the round's own figure
         elif longform:
@@ -243,7 +243,10 @@ def decode_utterances(
     started = time.perf_counter()
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
-        audios = [load(i) if load else load_audio(utterances[i].path) for i in indices]
+        audios = [
+            load(i) if load else load_audio(utterances[i].path, *utterances[i].span)
+            for i in indices
+        ]
         batch_seconds = sum(len(a) for a in audios) / SAMPLE_RATE
         if timestamps:
             texts = [t.text for t in transcriber.transcribe_audios(audios)]
