@@ -99,10 +99,16 @@ class TorchEngine:
         rows = [prompt + tokens for prompt, tokens in zip(prompts, generated, strict=True)]
         longest = max(len(row) for row in rows)
         ids = torch.full((len(rows), longest), self.tokens.eot, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)  # right padding: unread
         for index, row in enumerate(rows):
             ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[index, : len(row)] = 1
         with torch.inference_mode():
-            logits = self.model(encoder_outputs=encoded, decoder_input_ids=ids.to(self.device))
+            logits = self.model(
+                encoder_outputs=encoded,
+                decoder_input_ids=ids.to(self.device),
+                decoder_attention_mask=mask.to(self.device),
+            )
         return [
             row_confidence(
                 logits.logits[index, : len(row)].float().cpu().numpy(),
