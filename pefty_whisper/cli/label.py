@@ -57,7 +57,10 @@ def label(
     teacher = record.teacher
     click.echo(f"teacher: {teacher.model} ({teacher.backend}, {teacher.weights_hash[:19]})")
     if report.resumed:
-        click.echo(f"resumed: {report.resumed:,d} inputs were labelled by an earlier run")
+        click.echo(
+            f"resumed: {report.resumed:,d} inputs were labelled by an earlier run, "
+            f"{report.decoded:,d} utterances decoded now"
+        )
     click.echo(
         f"{report.manifest}  {record.kept:,d} utterances  {record.kept_hours:.2f} h  "
         f"(from {record.inputs:,d} inputs, {record.audio_hours:.2f} h)"
