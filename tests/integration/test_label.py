@@ -284,3 +284,26 @@ def test_a_round_trains_on_the_labels_and_evaluates_exactly_the_spans(labelled):
         evaluated = list(csv.DictReader(handle, delimiter="\t"))
     expected = [u.duration for u in read_manifest(work / "data" / "pl.csv").utterances]
     assert [float(r["duration"]) for r in evaluated] == pytest.approx(expected, abs=2e-3)
+
+
+def test_a_round_with_a_ct2_export_labels_through_it_with_the_same_confidences(labelled):
+    """The default teacher is the latest round's CTranslate2 export where one exists; its
+    confidences are the PyTorch model's (float32)."""
+    root, work, _, _ = labelled
+    invoke("export", "--model", "merged/round1", "--format", "ct2", "--quantization", "float32",
+           "--workdir", work)  # fmt: skip
+    invoke("label", root / "unlabelled", "--name", "pl_ct2", "--workdir", work, *LENIENT)
+    record = LabelRecord.read(work / "data" / "pl_ct2.label.json")
+    assert record.teacher.backend == "ct2" and record.teacher.round == 1
+    export = Path(record.teacher.model)
+    torch_rows = read_manifest(work / "data" / "pl.csv").utterances
+    ct2_rows = read_manifest(work / "data" / "pl_ct2.csv").utterances
+    assert [u.span for u in ct2_rows] == [u.span for u in torch_rows]
+    audios = [load_audio(u.path, *u.span) for u in torch_rows]
+    options = TranscriberOptions(max_new_tokens=8, batch_size=4, device="cpu")
+    torch_scores = Transcriber(work / "merged" / "round1", options).transcribe_scored(audios)
+    ct2_scores = Transcriber(export, options).transcribe_scored(audios)
+    for ours, theirs in zip(torch_scores, ct2_scores, strict=True):
+        assert ours.tokens == theirs.tokens
+        assert ours.avg_logprob == pytest.approx(theirs.avg_logprob, abs=1e-2)
+        assert ours.no_speech_prob == pytest.approx(theirs.no_speech_prob, abs=1e-4)
