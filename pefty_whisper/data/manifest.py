@@ -131,7 +131,7 @@ def _add_row(
             duration = float(duration_text)
         except ValueError:
             return f"duration is not a number ({duration_text!r})"
-    span = _span(row)
+    span = row_span(row)
     if isinstance(span, str):
         return span
     start, end = span
@@ -144,7 +144,7 @@ def _add_row(
     return ""
 
 
-def _span(row: dict[str, str | None]) -> tuple[float | None, float | None] | str:
+def row_span(row: dict[str, str | None]) -> tuple[float | None, float | None] | str:
     """A row's (start, end) seconds, (None, None) for a whole file, or why it is unusable."""
     texts = [(row.get(c) or "").strip() for c in SPAN_COLUMNS]
     if not any(texts):

@@ -123,3 +123,25 @@ def test_conditions_and_splits_keep_segments_of_a_file_together(long_files):
     assert len(conditioned(3)) == SAMPLE_RATE
     train, test = split_utterances(rows, 0.5, seed=0)
     assert {u.path for u in train}.isdisjoint({u.path for u in test})
+
+
+def test_prepare_csv_writes_span_rows_and_rejects_a_span_past_the_end(tmp_path, long_files):
+    from pefty_whisper.data.prepare import prepare_csv
+
+    _, wav, _ = long_files
+    src = tmp_path / "spans.csv"
+    src.write_text(
+        "path,text,start,end\n"
+        f"{wav},하나 둘,0.5,2.0\n"
+        f"{wav},셋 넷,3.0,5.5\n"
+        f"{wav},다섯,11.0,14.0\n"
+        f"{wav},하나 둘,0.5,2.0\n",
+        encoding="utf-8",
+    )
+    report = prepare_csv(src, tmp_path / "data", "spans", Config().data, "raw")
+    table = read_manifest(tmp_path / "data" / "spans.csv").utterances
+    assert [table.span(i) for i in range(len(table))] == [(0.5, 2.0), (3.0, 5.5)]
+    assert [table.duration(i) for i in range(len(table))] == [1.5, 2.5]
+    reasons = [(r.line, r.reason) for r in report.rejects]
+    assert reasons[0][0] == 4 and "past the file" in reasons[0][1]
+    assert reasons[1] == (5, "audio file listed again (the first listing is kept)")
