@@ -332,7 +332,7 @@ def _check_entry(
     if entry.start is not None and entry.end is not None:
         if entry.end > info.duration_s + SPAN_SLACK_S:
             return None, f"end {entry.end:g} s is past the file's {info.duration_s:.2f} s", False
-        duration, stem = entry.end - entry.start, f"{stem}@{entry.start:g}"
+        duration, stem = entry.end - entry.start, f"{stem}-{entry.start:g}s"
     if duration < data.min_duration_s:
         return None, f"shorter than data.min_duration_s ({data.min_duration_s} s)", False
     utterance = Utterance(

@@ -38,7 +38,7 @@ class LabelInput:
     def name(self) -> str:
         """The id its rows are named after: the file's stem (and start, for a span)."""
         stem = Path(self.path).stem
-        return stem if self.start is None else f"{stem}@{self.start:g}"
+        return stem if self.start is None else f"{stem}-{self.start:g}s"
 
 
 def label_inputs(source: str, audio_dir: Path) -> list[LabelInput]:
