@@ -307,6 +307,36 @@ class AugmentSection:
 
 
 @dataclass(frozen=True)
+class LabelSection:
+    """`pefty label`: how unlabelled audio is cut into utterances and which labels are kept.
+
+    Every utterance's scores are kept in the labelling's progress, so the thresholds apply when
+    the set is written: a relabel is never needed to filter differently."""
+
+    max_segment_s: float = 30.0
+    """Speech regions of the VAD are joined, at pauses, into utterances of at most this long."""
+    min_segment_s: float = 1.0
+    """Shorter utterances are dropped (a cough, a click): too little to learn from."""
+    join_pause_s: float = 0.5
+    """Regions are joined across pauses shorter than this; a longer pause ends an utterance."""
+    min_avg_logprob: float | None = -1.0
+    """Labels whose mean token log-probability is lower are dropped (Whisper's own -1.0).
+    null: no check."""
+    max_compression_ratio: float | None = 2.4
+    """Labels whose text gzip-compresses better than this are repetition loops: dropped.
+    null: no check."""
+    max_no_speech_prob: float | None = 0.6
+    """Utterances whose no-speech probability is higher are dropped as not speech. null: no
+    check."""
+    second_pass: str = "none"
+    """A second decode each label is compared with: none, beam (the teacher again with beam
+    search of 5), or a model (merged/round1: the previous round, resolved like --model)."""
+    max_disagreement_cer: float | None = 0.3
+    """With a second pass: labels whose CER against the second decode is higher are dropped.
+    null: no check."""
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataSection = field(default_factory=DataSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -315,6 +345,7 @@ class Config:
     decode: DecodeSection = field(default_factory=DecodeSection)
     serve: ServeSection = field(default_factory=ServeSection)
     augment: AugmentSection = field(default_factory=AugmentSection)
+    label: LabelSection = field(default_factory=LabelSection)
 
 
 def load_config(path: Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:

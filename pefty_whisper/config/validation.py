@@ -86,6 +86,13 @@ RANGES: dict[str, Bounds] = {
     "augment.gain_prob": Bounds(0, 1),
     "augment.gain_db": Bounds(-40, 40),
     "augment.seed": Bounds(0),
+    "label.max_segment_s": Bounds(1, 30),  # Whisper's window
+    "label.min_segment_s": Bounds(0),
+    "label.join_pause_s": Bounds(0),
+    "label.max_compression_ratio": Bounds(0, open_low=True),
+    "label.max_no_speech_prob": Bounds(0, 1),
+    "label.min_avg_logprob": Bounds(None, 0),
+    "label.max_disagreement_cer": Bounds(0),
 }
 
 

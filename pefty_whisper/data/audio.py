@@ -35,12 +35,50 @@ class AudioInfo:
     odd_byte_count: bool = False
 
 
-def load_audio(path: str | Path) -> np.ndarray:
-    """Decode one file to the float32 16 kHz mono waveform Whisper's feature extractor expects."""
+def load_audio(
+    path: str | Path, start: float | None = None, end: float | None = None
+) -> np.ndarray:
+    """Decode one file to the float32 16 kHz mono waveform Whisper's feature extractor expects.
+
+    `start`/`end` (seconds) read only that span of the file, seeking to it: a manifest row that
+    points into an hour-long recording must not decode the hour (data/manifest.py's start/end).
+    """
     path = Path(path)
+    if start is not None or end is not None:
+        return _load_span(path, start or 0.0, end)
     if path.suffix.lower() == PCM_SUFFIX:
         return _load_pcm(path)
     return _load_with_soundfile(path)
+
+
+def _load_span(path: Path, start: float, end: float | None) -> np.ndarray:
+    if end is not None and end <= start:
+        raise DataError(f"{path}: empty span {start:g}-{end:g} s (end must follow start)")
+    if path.suffix.lower() == PCM_SUFFIX:
+        first = round(start * SAMPLE_RATE)
+        count = -1 if end is None else round(end * SAMPLE_RATE) - first
+        try:
+            samples = np.fromfile(path, dtype="<i2", count=count, offset=2 * first)
+        except OSError as exc:
+            raise DataError(f"{path}: cannot read audio file ({exc.strerror})") from exc
+        audio = samples.astype(np.float32) / 32768.0
+    else:
+        import soundfile
+
+        _check_is_file(path)
+        try:
+            with soundfile.SoundFile(str(path)) as handle:
+                rate = handle.samplerate
+                handle.seek(min(round(start * rate), handle.frames))
+                frames = -1 if end is None else round(end * rate) - round(start * rate)
+                data = handle.read(frames, dtype="float32", always_2d=True)
+        except (RuntimeError, soundfile.LibsndfileError) as exc:
+            raise DataError(f"{path}: unreadable audio file ({_what_it_is(path, exc)})") from exc
+        mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+        audio = resample(mono, rate)
+    if len(audio) == 0:
+        raise DataError(f"{path}: the span {start:g}-{end or 0:g} s lies past the file's end")
+    return audio
 
 
 def probe_audio(path: str | Path) -> AudioInfo:

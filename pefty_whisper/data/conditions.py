@@ -24,6 +24,7 @@ from pefty_whisper.data.augment import (
     speed_perturb,
     telephone,
 )
+from pefty_whisper.data.table import Utterance
 from pefty_whisper.errors import ConfigError
 
 __all__ = [
@@ -144,9 +145,13 @@ class ConditionedAudio:
     a model loads."""
 
     def __init__(
-        self, paths: Sequence[str], condition: str | Condition, augment: AugmentSection
+        self,
+        rows: Sequence[str | Utterance],
+        condition: str | Condition,
+        augment: AugmentSection,
     ) -> None:
-        self.paths = list(paths)
+        # A manifest's rows (a row may be a span of its file) or plain file paths.
+        self.rows = [Utterance(r, "") if isinstance(r, str) else r for r in rows]
         self.condition = parse_condition(condition) if isinstance(condition, str) else condition
         kinds = {step.noise for step in self.condition.steps if step.transform == "noise"}
         self.noise_files: tuple[str, ...] = ()
@@ -164,7 +169,8 @@ class ConditionedAudio:
         others: list[np.ndarray] = []
         if self.babble:
             near = range(max(0, row - BABBLE_NEIGHBOURS), row + BABBLE_NEIGHBOURS + 1)
-            others = [load_audio(self.paths[i]) for i in near if i != row and i < len(self.paths)]
-        return apply_condition(
-            load_audio(self.paths[row]), self.condition, row, others, self.noise_files
-        )
+            others = [self._load(i) for i in near if i != row and i < len(self.rows)]
+        return apply_condition(self._load(row), self.condition, row, others, self.noise_files)
+
+    def _load(self, row: int) -> np.ndarray:
+        return load_audio(self.rows[row].path, *self.rows[row].span)

@@ -141,7 +141,7 @@ class SpeechDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         try:
-            audio = load_audio(self.utterances.path(index))
+            audio = load_audio(self.utterances.path(index), *self.utterances.span(index))
         except DataError as exc:
             # A file that went bad after `prepare`: skip it in the collator, do not kill the round.
             logger.warning("skipping unreadable audio: %s", exc)

@@ -134,15 +134,16 @@ def text_column(dataset: Any, wanted: str | None) -> str:
     return found
 
 
-def hf_rows(dataset: Any, audio: str, text: str, audio_dir: Path) -> list[HfRow]:
-    """Every row's audio file and transcript; bytes-only audio is written into `audio_dir`."""
+def hf_rows(dataset: Any, audio: str, text: str | None, audio_dir: Path) -> list[HfRow]:
+    """Every row's audio file and transcript; bytes-only audio is written into `audio_dir`.
+    `text` None: audio only (`pefty label` transcribes a dataset that has no text)."""
     import datasets
 
     if isinstance(dataset.features.get(audio), datasets.Audio):
         dataset = dataset.cast_column(audio, datasets.Audio(decode=False))
     rows = []
-    for index, row in enumerate(dataset.select_columns([audio, text])):
-        rows.append(_row(index, row[audio], row[text], audio_dir))
+    for index, row in enumerate(dataset.select_columns([audio] if text is None else [audio, text])):
+        rows.append(_row(index, row[audio], row[text] if text else "", audio_dir))
     return rows
 
 

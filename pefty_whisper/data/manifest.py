@@ -29,6 +29,10 @@ REQUIRED_COLUMNS = ("path", "sentence")
 # a manifest of any other corpus stays the five columns it always was, byte for byte, and a
 # manifest without the column reads as "" for every row.
 PHONETIC_COLUMN = "phonetic"
+# Written after it, and likewise only when some row has them: seconds into the audio file where
+# a row that points into a long recording begins and ends (`pefty label` writes such rows).
+# A row without them is its whole file.
+SPAN_COLUMNS = ("start", "end")
 
 
 def round_manifest_name(part: int, split: str) -> str:
@@ -127,27 +131,58 @@ def _add_row(
             duration = float(duration_text)
         except ValueError:
             return f"duration is not a number ({duration_text!r})"
+    span = row_span(row)
+    if isinstance(span, str):
+        return span
+    start, end = span
+    if start is not None and end is not None and duration is None:
+        duration = round(end - start, 3)  # a span's length: no need to probe the whole file
     utterance_id = (row.get("id") or "").strip() or Path(audio).stem
     raw = (row.get("raw") or "").strip()
-    rows.append(
-        resolved, sentence, duration, utterance_id, raw, (row.get(PHONETIC_COLUMN) or "").strip()
-    )
+    phonetic = (row.get(PHONETIC_COLUMN) or "").strip()
+    rows.append(resolved, sentence, duration, utterance_id, raw, phonetic, start, end)
     return ""
+
+
+def row_span(row: dict[str, str | None]) -> tuple[float | None, float | None] | str:
+    """A row's (start, end) seconds, (None, None) for a whole file, or why it is unusable."""
+    texts = [(row.get(c) or "").strip() for c in SPAN_COLUMNS]
+    if not any(texts):
+        return None, None
+    if not all(texts):
+        return "start and end must be given together (seconds into the file)"
+    try:
+        start, end = (float(t) for t in texts)
+    except ValueError:
+        return f"start/end are not numbers ({texts[0]!r}, {texts[1]!r})"
+    if not 0 <= start < end:
+        return f"start/end must satisfy 0 <= start < end (got {start:g}, {end:g})"
+    return start, end
 
 
 def manifest_text(utterances: Iterable[Utterance]) -> str:
     rows = utterances if isinstance(utterances, Sequence) else list(utterances)
     with_phonetic = _has_phonetic(rows)
+    with_spans = _has_spans(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS + (PHONETIC_COLUMN,) if with_phonetic else COLUMNS)
+    header = COLUMNS + ((PHONETIC_COLUMN,) if with_phonetic else ())
+    writer.writerow(header + (SPAN_COLUMNS if with_spans else ()))
     for u in rows:
         duration = "" if u.duration is None else f"{u.duration:.3f}"
         row = [u.path, u.sentence, duration, u.id, u.raw]
         if with_phonetic:
             row.append(u.phonetic)
+        if with_spans:
+            row += ["" if t is None else f"{t:.3f}" for t in (u.start, u.end)]
         writer.writerow(row)
     return buffer.getvalue()
+
+
+def _has_spans(utterances: Sequence[Utterance]) -> bool:
+    if isinstance(utterances, UtteranceTable):
+        return utterances.has_spans
+    return any(u.start is not None for u in utterances)
 
 
 def _has_phonetic(utterances: Sequence[Utterance]) -> bool:

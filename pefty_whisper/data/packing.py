@@ -306,7 +306,8 @@ class PackedDataset(torch.utils.data.Dataset):
             audio = no_speech_audio(window.noise, window.noise_s, window.seed)
             return _item(audio, no_speech_example(self.special))
         try:
-            audios = [load_audio(self.utterances[i].path) for i in window.members]
+            members = [self.utterances[i] for i in window.members]
+            audios = [load_audio(u.path, *u.span) for u in members]
         except DataError as exc:
             # A file that went bad after `prepare`: skip the window, do not kill the round.
             logger.warning("skipping a window with unreadable audio: %s", exc)
@@ -384,9 +385,7 @@ def packed_training_set(
     # the slowest speed factor (augment.speed), so a window stays within 30 s whichever factor
     # each member draws in whichever epoch.
     slowest = min(config.augment.speed) if config.augment.speed_prob > 0 else 1.0
-    durations = [
-        (u.duration or probe_audio(u.path).duration_s) / min(slowest, 1.0) for u in utterances
-    ]
+    durations = [(u.duration or _length_s(u)) / min(slowest, 1.0) for u in utterances]
     plan = plan_windows(durations, lengths, options)
     special = packing_tokens(tokenizer, config.model.language, config.model.task)
     logger.info(
@@ -400,6 +399,13 @@ def packed_training_set(
         plan.count("no_speech"),
     )
     return PackedDataset(utterances, plan, tokenizer, special, options.window_s)
+
+
+def _length_s(utterance: Utterance) -> float:
+    """Seconds of a row without a duration: its span's, else the file's header."""
+    if utterance.start is not None and utterance.end is not None:
+        return utterance.end - utterance.start
+    return probe_audio(utterance.path).duration_s
 
 
 class PackedSets(torch.utils.data.ConcatDataset):

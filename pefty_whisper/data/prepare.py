@@ -57,6 +57,7 @@ SET_NAME = re.compile(r"[^\W_][\w.-]*")
 # NFS, HDD): a probe waits on an inode and a data block, and waiting threads free the GIL.
 PROBE_THREADS = 16
 PROBE_BATCH = 256  # entries per task
+SPAN_SLACK_S = 0.05  # a span's end may pass the file's by rounding, not by more
 
 
 @dataclass
@@ -244,15 +245,16 @@ def _check_entries(
     sides); the repeats are rejects. Paths outside `data_root` are counted for the summary.
     """
     groups: dict[str, list[Utterance]] = {}
-    first_seen: dict[str, Entry] = {}
+    first_seen: dict[tuple[str, float | None], Entry] = {}  # by (file, start): spans differ
     kept_by_source: Counter[str] = Counter()
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
         results = _map_in_chunks(pool, lambda e: _check_entry(e, data, normalize), entries)
         for entry, (utterance, reason, odd) in zip(
             track(entries, "checking audio"), results, strict=True
         ):
-            if utterance is not None and utterance.path in first_seen:
-                first = first_seen[utterance.path]
+            key = None if utterance is None else (utterance.path, utterance.start)
+            if key is not None and key in first_seen:
+                first = first_seen[key]
                 report.duplicates += 1
                 if not report.first_duplicate:
                     report.first_duplicate = (
@@ -262,7 +264,7 @@ def _check_entries(
             if utterance is None:
                 report.rejects.append(Reject(entry.source, entry.line, str(entry.audio), reason))
                 continue
-            first_seen[utterance.path] = entry
+            first_seen[(utterance.path, utterance.start)] = entry
             kept_by_source[entry.source] += 1
             _count_outside(report, entry, data_root)
             report.odd_byte_files += odd
@@ -325,15 +327,23 @@ def _check_entry(
         info = probe_audio(entry.audio)
     except DataError as exc:
         return None, str(exc).removeprefix(f"{Path(entry.audio)}: "), False
-    if info.duration_s < data.min_duration_s:
+    duration = info.duration_s
+    stem = os.path.splitext(os.path.basename(entry.audio))[0]
+    if entry.start is not None and entry.end is not None:
+        if entry.end > info.duration_s + SPAN_SLACK_S:
+            return None, f"end {entry.end:g} s is past the file's {info.duration_s:.2f} s", False
+        duration, stem = entry.end - entry.start, f"{stem}-{entry.start:g}s"
+    if duration < data.min_duration_s:
         return None, f"shorter than data.min_duration_s ({data.min_duration_s} s)", False
     utterance = Utterance(
         path=_absolute(entry.audio),
         sentence=sentence,
-        duration=round(info.duration_s, 3),
-        id=os.path.splitext(os.path.basename(entry.audio))[0],
+        duration=round(duration, 3),
+        id=stem,
         raw=entry.raw,
         phonetic=phonetic,
+        start=entry.start,
+        end=entry.end,
     )
     return utterance, "", info.odd_byte_count
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pefty_whisper.data.kspon import parse_trn_line, read_cp949_transcript
+from pefty_whisper.data.manifest import row_span
 from pefty_whisper.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,9 @@ class Entry:
     raw: str | None  # None: the transcript could not be read (see error)
     group: str  # the manifest it belongs to, e.g. "part1", "dev", "eval_clean"
     error: str = ""
+    # seconds into the audio file, for a CSV line with start/end columns; None: the whole file
+    start: float | None = None
+    end: float | None = None
 
 
 def find_scripts_dir(root: Path) -> Path | None:
@@ -186,7 +190,18 @@ def entries_from_csv(src: Path, group: str) -> list[Entry]:
         audio_text = _posix_path((row.get(path_column) or "").strip())
         audio = Path(audio_text) if Path(audio_text).is_absolute() else src.parent / audio_text
         error = "" if audio_text else "empty path"
+        span = row_span(row)  # a line may point into a long recording (data/manifest.py)
+        if isinstance(span, str):
+            error, span = error or span, (None, None)
         entries.append(
-            Entry(str(src), reader.line_num, str(audio), row.get(text_column) or "", group, error)
+            Entry(
+                str(src),
+                reader.line_num,
+                str(audio),
+                row.get(text_column) or "",
+                group,
+                error,
+                *span,
+            )  # fmt: skip
         )
     return entries

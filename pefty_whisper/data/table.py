@@ -30,6 +30,15 @@ class Utterance:
     # The pronunciation side of KsponSpeech's `(3시)/(세 시)` parts, "" where the utterance has
     # none: a second reference for scoring (metrics.py), never a training target.
     phonetic: str = ""
+    # Seconds into `path` where the utterance begins and ends (a row that points into a long
+    # recording, as `pefty label` writes); None: the whole file.
+    start: float | None = None
+    end: float | None = None
+
+    @property
+    def span(self) -> tuple[float | None, float | None]:
+        """(start, end) as `load_audio` takes them."""
+        return self.start, self.end
 
 
 class StringColumn:
@@ -116,6 +125,8 @@ class UtteranceTable(Sequence[Utterance]):
         ids: StringColumn,
         raws: StringColumn,
         phonetics: StringColumn | None = None,
+        starts: np.ndarray | None = None,
+        ends: np.ndarray | None = None,
     ) -> None:
         self.paths = paths
         self.sentences = sentences
@@ -124,6 +135,9 @@ class UtteranceTable(Sequence[Utterance]):
         self.raws = raws
         # None: every row's phonetic form is "" (an empty column is still an offset per row).
         self.phonetics = phonetics if phonetics is not None else _empty_column(len(durations))
+        # float64 seconds into the file, NaN for a row that is the whole file
+        self.starts = starts if starts is not None else _no_times(len(durations))
+        self.ends = ends if ends is not None else _no_times(len(durations))
 
     @classmethod
     def from_utterances(cls, utterances: Iterable[Utterance]) -> UtteranceTable:
@@ -131,7 +145,7 @@ class UtteranceTable(Sequence[Utterance]):
             return utterances
         builder = TableBuilder()
         for u in utterances:
-            builder.append(u.path, u.sentence, u.duration, u.id, u.raw, u.phonetic)
+            builder.append(u.path, u.sentence, u.duration, u.id, u.raw, u.phonetic, u.start, u.end)
         return builder.build()
 
     def __len__(self) -> int:
@@ -155,6 +169,8 @@ class UtteranceTable(Sequence[Utterance]):
             id=self.ids[index],
             raw=self.raws[index],
             phonetic=self.phonetics[index],
+            start=_seconds(self.starts[index]),
+            end=_seconds(self.ends[index]),
         )
 
     def __iter__(self) -> Iterator[Utterance]:
@@ -169,6 +185,15 @@ class UtteranceTable(Sequence[Utterance]):
 
     def phonetic(self, index: int) -> str:
         return self.phonetics[index]
+
+    def span(self, index: int) -> tuple[float | None, float | None]:
+        """(start, end) of a row in its file, as `load_audio` takes them; (None, None): all."""
+        return _seconds(self.starts[index]), _seconds(self.ends[index])
+
+    @property
+    def has_spans(self) -> bool:
+        """Whether any row points into a longer file (the manifest then has start/end)."""
+        return bool(len(self.starts)) and not bool(np.isnan(self.starts).all())
 
     @property
     def has_phonetic(self) -> bool:
@@ -193,6 +218,8 @@ class UtteranceTable(Sequence[Utterance]):
             self.ids.take(indices),
             self.raws.take(indices),
             self.phonetics.take(indices),
+            self.starts[indices],
+            self.ends[indices],
         )
 
     @staticmethod
@@ -204,13 +231,16 @@ class UtteranceTable(Sequence[Utterance]):
             StringColumn.concat([t.ids for t in tables]),
             StringColumn.concat([t.raws for t in tables]),
             StringColumn.concat([t.phonetics for t in tables]),
+            np.concatenate([t.starts for t in tables]) if tables else np.zeros(0),
+            np.concatenate([t.ends for t in tables]) if tables else np.zeros(0),
         )
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the columns (what a worker would otherwise copy)."""
         columns = (self.paths, self.sentences, self.ids, self.raws, self.phonetics)
-        return sum(c.nbytes for c in columns) + int(self.durations.nbytes)
+        arrays = (self.durations, self.starts, self.ends)
+        return sum(c.nbytes for c in columns) + sum(int(a.nbytes) for a in arrays)
 
 
 class TableBuilder:
@@ -219,6 +249,8 @@ class TableBuilder:
     def __init__(self) -> None:
         self.columns = [_StringBuilder() for _ in range(5)]
         self.durations = array.array("d")
+        self.starts = array.array("d")
+        self.ends = array.array("d")
 
     def append(
         self,
@@ -228,18 +260,32 @@ class TableBuilder:
         id: str,
         raw: str,
         phonetic: str = "",
+        start: float | None = None,
+        end: float | None = None,
     ) -> None:
         for column, text in zip(self.columns, (path, sentence, id, raw, phonetic), strict=True):
             column.append(text)
         self.durations.append(float("nan") if duration is None else duration)
+        self.starts.append(float("nan") if start is None else start)
+        self.ends.append(float("nan") if end is None else end)
 
     def __len__(self) -> int:
         return len(self.durations)
 
     def build(self) -> UtteranceTable:
         paths, sentences, ids, raws, phonetics = (c.build() for c in self.columns)
-        durations = np.frombuffer(self.durations, dtype=np.float64).copy()
-        return UtteranceTable(paths, sentences, durations, ids, raws, phonetics)
+        times = (self.durations, self.starts, self.ends)
+        durations, starts, ends = (np.frombuffer(a, dtype=np.float64).copy() for a in times)
+        return UtteranceTable(paths, sentences, durations, ids, raws, phonetics, starts, ends)
+
+
+def _seconds(value: float) -> float | None:
+    value = float(value)
+    return None if value != value else value  # NaN: none
+
+
+def _no_times(rows: int) -> np.ndarray:
+    return np.full(rows, np.nan)
 
 
 def _empty_column(rows: int) -> StringColumn:

@@ -94,7 +94,7 @@ def stitch_recordings(
 
     length = 0
     for utterance in utterances:
-        audio = load_audio(utterance.path)
+        audio = load_audio(utterance.path, *utterance.span)
         if texts and (length + len(audio)) / SAMPLE_RATE > target_s:
             close()
             pieces, texts, spoken, length = [], [], [], 0

@@ -19,7 +19,14 @@ from typing import Any
 
 from pefty_whisper.evaluate.compare import RoundMark, base_round, mark_round
 from pefty_whisper.evaluate.figures import DecodeCounts
-from pefty_whisper.workspace import BASE_LABEL, EvalLabel, EvalRecord, RateFigure, Workspace
+from pefty_whisper.workspace import (
+    BASE_LABEL,
+    EvalLabel,
+    EvalRecord,
+    RateFigure,
+    RoundRecord,
+    Workspace,
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,8 @@ class RoundRow:
     marks: dict[str, RoundMark] = field(default_factory=dict)
     # set name -> the evaluation shown in eval_cer (for the marks, which read its TSV)
     eval_labels: dict[str, EvalLabel] = field(default_factory=dict)
+    # Pseudo-labelled training sets (`pefty label`): "pl by merged/round1 (sha256:...)"
+    pseudo_labels: tuple[str, ...] = ()
 
 
 def collect_rounds(workspace: Workspace) -> list[RoundRow]:
@@ -163,8 +172,29 @@ def _row(
         steps=adapter.steps,
         best_valid_cer=adapter.best_validation.cer,
         merged=merged,
+        pseudo_labels=_pseudo_labels(workspace, adapter),
         **figures,
     )
+
+
+def _pseudo_labels(workspace: Workspace, adapter: RoundRecord) -> tuple[str, ...]:
+    """Each pseudo-labelled set of a round with its teacher (workspace-relative) and filters."""
+    found = []
+    for data in (adapter.data.train, *adapter.data.mixed):
+        if data.teacher is None:
+            continue
+        teacher = Path(data.teacher.model)
+        if teacher.is_relative_to(workspace.root):
+            teacher = teacher.relative_to(workspace.root)
+        filters = ", ".join(
+            f"{key} {value}" for key, value in (data.label_filters or {}).items()
+            if key in ("min_avg_logprob", "max_compression_ratio", "max_no_speech_prob",
+                       "max_disagreement_cer") and value is not None
+        )  # fmt: skip
+        found.append(
+            f"{data.name} by {teacher.as_posix()} ({data.teacher.weights_hash[:15]}); {filters}"
+        )
+    return tuple(found)
 
 
 def format_rounds_table(rows: list[RoundRow]) -> str:
@@ -201,6 +231,9 @@ def format_rounds_table(rows: list[RoundRow]) -> str:
     table = "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
     )
+    for row in rows:
+        for line in row.pseudo_labels:
+            table += f"\nround {row.round_index} pseudo-labels: {line}"
     if any(row.eval_notes for row in rows):
         table += (
             "\n[...]: not the round's own figure (only a partial evaluation, another context "

@@ -132,7 +132,7 @@ def evaluate_set(
         raise DataError(f"{manifest.path}: no utterances to evaluate")
     conditioned = None
     if condition is not None:  # a bad name or a missing noise folder fails before the model
-        conditioned = ConditionedAudio([u.path for u in utterances], condition, config.augment)
+        conditioned = ConditionedAudio(utterances, condition, config.augment)
         if all(step.transform == "clean" for step in conditioned.condition.steps):
             conditioned = None  # the set as recorded: the round's own figure
         elif longform:
@@ -259,7 +259,10 @@ def decode_utterances(
 
     def decode(indices: list[int]) -> list[tuple[str, float]]:
         seed_fallback(indices[0])  # a batch decodes alike in any rank, after any other work
-        audios = [load(i) if load else load_audio(utterances[i].path) for i in indices]
+        audios = [
+            load(i) if load else load_audio(utterances[i].path, *utterances[i].span)
+            for i in indices
+        ]
         if timestamps:
             texts = [t.text for t in transcriber.transcribe_audios(audios)]
         else:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pefty_whisper.errors import ModelError
+from pefty_whisper.inference.confidence import Scored
 from pefty_whisper.inference.engine import LongformRequest, ModelFiles
 from pefty_whisper.inference.longform import FilePlan, fallback, temperatures
 from pefty_whisper.inference.results import Segment, Word
@@ -123,6 +124,27 @@ class Ct2Engine:
             return_scores=False,
         )
         return [list(result.sequences_ids[0]) for result in results]
+
+    def generate_scored(
+        self, encoded: Any, prompts: list[list[int]], max_new_tokens: int
+    ) -> list[Scored]:
+        results = self.model.generate(
+            encoded,
+            prompts,
+            beam_size=self.options.beam_size,
+            max_length=2 * max_new_tokens,
+            return_scores=True,
+            return_no_speech_prob=True,
+        )
+        scored = []
+        for result in results:
+            tokens = list(result.sequences_ids[0])
+            # CTranslate2's score is the sum over the tokens divided by their count (length
+            # penalty 1); over len + 1 as faster-whisper computes avg_logprob.
+            total = result.scores[0] * len(tokens)
+            no_speech = result.no_speech_prob if self.tokens.no_speech is not None else None
+            scored.append(Scored(tokens, total / (len(tokens) + 1), no_speech))
+        return scored
 
     # -- long recordings ----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import numpy as np
     from transformers import WhisperFeatureExtractor, WhisperTokenizer
 
+    from pefty_whisper.inference.confidence import Scored
     from pefty_whisper.inference.longform import FilePlan
     from pefty_whisper.inference.results import Segment
     from pefty_whisper.whisper.tokens import WhisperTokens
@@ -70,6 +71,13 @@ class Engine(Protocol):
         self, encoded: Any, prompts: list[list[int]], max_new_tokens: int
     ) -> list[list[int]]:
         """New tokens per row (no prompt, no end-of-text), at most max_new_tokens each."""
+        ...
+
+    def generate_scored(
+        self, encoded: Any, prompts: list[list[int]], max_new_tokens: int
+    ) -> list[Scored]:
+        """`generate`'s tokens with the mean log-probability and the no-speech probability of
+        each row (confidence.py), which `pefty label` filters pseudo-labels by."""
         ...
 
     def predicts_timestamps(self, audio: np.ndarray) -> bool:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pefty_whisper.errors import ConfigError, ModelError
+from pefty_whisper.inference.confidence import Scored, row_confidence
 from pefty_whisper.inference.engine import LongformRequest, ModelFiles
 from pefty_whisper.inference.longform import FilePlan
 from pefty_whisper.inference.results import Segment
@@ -124,6 +125,19 @@ class OnnxEngine:
             return [[] for _ in prompts]
         tokens = np.stack(generated, axis=1)
         return [self.tokens.until_eos(row) for row in tokens.tolist()]
+
+    def generate_scored(
+        self, encoded: np.ndarray, prompts: list[list[int]], max_new_tokens: int
+    ) -> list[Scored]:
+        # The tokens generated, scored by one pass of the decoder without a cache.
+        generated = self.generate(encoded, prompts, max_new_tokens)
+        scored = []
+        for index, (prompt, tokens) in enumerate(zip(prompts, generated, strict=True)):
+            ids = np.asarray([prompt + tokens], dtype=np.int64)
+            logits = self.logits(encoded[index : index + 1], ids)[0]
+            ended = len(tokens) < max_new_tokens
+            scored.append(row_confidence(logits, len(prompt), tokens, self.tokens, ended))
+        return scored
 
     def predicts_timestamps(self, audio: np.ndarray) -> bool:
         return False

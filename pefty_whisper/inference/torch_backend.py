@@ -13,6 +13,7 @@ import numpy as np
 
 from pefty_whisper.data.audio import SAMPLE_RATE
 from pefty_whisper.errors import ConfigError
+from pefty_whisper.inference.confidence import Scored, row_confidence
 from pefty_whisper.inference.engine import LongformRequest, ModelFiles
 from pefty_whisper.inference.longform import FilePlan, fallback, temperatures
 from pefty_whisper.inference.results import Segment
@@ -86,6 +87,40 @@ class TorchEngine:
         # transformers 5 returns the new tokens only (no prompt), padded with end-of-text.
         sequences = output.sequences if hasattr(output, "sequences") else output
         return [self.tokens.until_eos(row) for row in sequences.tolist()]
+
+    def generate_scored(
+        self, encoded: Any, prompts: list[list[int]], max_new_tokens: int
+    ) -> list[Scored]:
+        # One teacher-forced pass over what generate() chose scores it: cheaper than asking
+        # generate() for every step's scores, and the same figures under beam search.
+        import torch
+
+        generated = self.generate(encoded, prompts, max_new_tokens)
+        rows = [prompt + tokens for prompt, tokens in zip(prompts, generated, strict=True)]
+        longest = max(len(row) for row in rows)
+        ids = torch.full((len(rows), longest), self.tokens.eot, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)  # right padding: unread
+        for index, row in enumerate(rows):
+            ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[index, : len(row)] = 1
+        with torch.inference_mode():
+            logits = self.model(
+                encoder_outputs=encoded,
+                decoder_input_ids=ids.to(self.device),
+                decoder_attention_mask=mask.to(self.device),
+            )
+        return [
+            row_confidence(
+                logits.logits[index, : len(row)].float().cpu().numpy(),
+                len(prompt),
+                tokens,
+                self.tokens,
+                ended=len(tokens) < max_new_tokens,
+            )
+            for index, (row, prompt, tokens) in enumerate(
+                zip(rows, prompts, generated, strict=True)
+            )
+        ]
 
     def _generation_config(self, max_new_tokens: int) -> GenerationConfig:
         config = self._with_languages(copy.deepcopy(self.model.generation_config))

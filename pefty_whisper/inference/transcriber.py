@@ -21,6 +21,7 @@ import numpy as np
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio, probe_audio
 from pefty_whisper.data.features import batch_features
 from pefty_whisper.errors import ConfigError, DataError, ModelError
+from pefty_whisper.inference.confidence import ScoredText
 from pefty_whisper.inference.engine import Engine, LongformRequest, ModelFiles
 from pefty_whisper.inference.longform import (
     decode_chunked,
@@ -125,6 +126,20 @@ class Transcriber:
         for begin in range(0, len(waveforms), step):
             tokens.extend(self._decode_batch(waveforms[begin : begin + step], language))
         return tokens
+
+    def transcribe_scored(
+        self, audios: Sequence[np.ndarray], language: str | None = None
+    ) -> list[ScoredText]:
+        """`transcribe_batch` with each row's mean log-probability and no-speech probability
+        (confidence.py): what `pefty label` keeps or drops a pseudo-label by."""
+        waveforms = [self._check_waveform(audio, i) for i, audio in enumerate(audios)]
+        results: list[ScoredText] = []
+        step = max(1, self.options.batch_size)
+        for begin in range(0, len(waveforms), step):
+            for row in self._decode_batch(waveforms[begin : begin + step], language, scored=True):
+                text = self.detokenize(row.tokens)
+                results.append(ScoredText(text, row.tokens, row.avg_logprob, row.no_speech_prob))
+        return results
 
     def transcribe_file(self, path: str | Path, **request: Any) -> Transcription:
         """One file of any length, decoded long-form (see longform.py)."""
@@ -268,8 +283,9 @@ class Transcriber:
     # ---- internals ---------------------------------------------------------------------------
 
     def _decode_batch(
-        self, waveforms: Sequence[np.ndarray], language: str | None = None
-    ) -> list[list[int]]:
+        self, waveforms: Sequence[np.ndarray], language: str | None = None, scored: bool = False
+    ) -> list[Any]:
+        """Token lists per waveform, or with `scored` the engine's Scored rows."""
         features = self.features(waveforms)
         started = time.perf_counter()
         encoded = self._engine.encode(features)
@@ -279,7 +295,8 @@ class Transcriber:
             prompts = [self.prompt_ids(language)] * len(waveforms)
         else:
             prompts = self._prompts(encoded, len(waveforms))
-        tokens = self._engine.generate(encoded, prompts, self._max_new_tokens(len(prompts[0])))
+        generate = self._engine.generate_scored if scored else self._engine.generate
+        tokens = generate(encoded, prompts, self._max_new_tokens(len(prompts[0])))
         self.timings.decoder_s += time.perf_counter() - started
         return tokens
 

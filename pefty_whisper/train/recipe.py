@@ -78,6 +78,7 @@ from pefty_whisper.whisper.model_dir import resolve_model_dir
 from pefty_whisper.whisper.processor import load_processor
 from pefty_whisper.workspace import (
     DataRecord,
+    LabelRecord,
     RoundData,
     RoundRecord,
     ValidationRecord,
@@ -467,11 +468,15 @@ class RoundTrainer:
 
 
 def _data_record(manifest: Manifest, report: FilterReport) -> DataRecord:
+    # A pseudo-labelled set brings its teacher and filters into the round's lineage.
+    labelled = LabelRecord.read(Workspace.label_record_of(manifest.path))
     return DataRecord(
         path=manifest.path,
         rows=len(manifest.utterances) + len(manifest.rejects),
         rejected_rows=len(manifest.rejects),
         **report.as_dict(),
+        teacher=labelled.teacher if labelled else None,
+        label_filters=labelled.filters if labelled else None,
     )
 
 

@@ -168,6 +168,21 @@ class Workspace:
             return candidate if candidate.is_absolute() else self.root / candidate
         return self.data_dir / f"{name}.csv"
 
+    # -- pseudo-labelled sets (`pefty label`): beside the manifest ---------------------------
+
+    @staticmethod
+    def label_record_of(manifest: Path) -> Path:
+        """data/NAME.label.json of data/NAME.csv: present where the set was pseudo-labelled."""
+        return Path(manifest).with_suffix(".label.json")
+
+    def label_rejects(self, name: str) -> Path:
+        """data/NAME.rejects.tsv: every dropped pseudo-label with its reason and scores."""
+        return self.data_dir / f"{name}.rejects.tsv"
+
+    def label_work_dir(self, name: str) -> Path:
+        """data/.NAME.label/: a labelling's progress until it is written (resumable)."""
+        return self.data_dir / f".{name}.label"
+
     def round_manifest(self, round_index: int, split: str) -> Path:
         """Round N trains on part N of KsponSpeech: train_KsponSpeech_0N_{train,test}.csv."""
         return self.data_dir / f"{round_manifest_name(round_index, split)}.csv"

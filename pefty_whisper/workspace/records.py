@@ -58,6 +58,47 @@ class _RoundJson:
 
 
 @dataclass(frozen=True)
+class TeacherRecord:
+    """The model that wrote a set's pseudo-labels (`pefty label`), as its lineage."""
+
+    model: str  # the directory decoded, resolved
+    weights_hash: str  # files.weights_hash of it, as round.json records a base
+    backend: str  # torch or ct2
+    round: int | None = None  # the round it is (merged/roundN or its export), where known
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """data/NAME.label.json: how a pseudo-labelled set was made; a round that trains on the
+    set copies its teacher and filters into round.json."""
+
+    name: str
+    source: str  # the SOURCE as given
+    teacher: TeacherRecord
+    second_pass: str  # label.second_pass: none, beam, or the model compared with
+    second_pass_hash: str | None  # weights hash of that model (None: none or beam)
+    filters: dict[str, Any]  # the label.* thresholds applied
+    inputs: int  # files (or spans) of the source
+    utterances: int  # utterances cut from them by the VAD, kept or not
+    kept: int
+    dropped: dict[str, int]  # by reason (label/filters.py REASONS)
+    audio_hours: float  # of the inputs
+    kept_hours: float
+    world_size: int
+    seconds: float
+    created: str
+    versions: dict[str, str]
+
+    @classmethod
+    def read(cls, path: Path) -> LabelRecord | None:
+        """The record at `path`, or None for a set that was not labelled (prepared)."""
+        return _from_json(cls, _read_json(path), path, "") if Path(path).is_file() else None
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(_to_json(self), indent=2, ensure_ascii=False) + "\n")
+
+
+@dataclass(frozen=True)
 class DataRecord:
     """One manifest a round read: its rows, and what was kept and dropped before training."""
 
@@ -72,6 +113,10 @@ class DataRecord:
     # the examples drawn from it per epoch (absent from records of unmixed rounds)
     share: float | None = field(default=None, metadata={OMIT_DEFAULT: True})
     drawn: int | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    # A pseudo-labelled set (`pefty label`): the model that labelled it and the filters its
+    # labels passed (absent for sets with their own transcripts)
+    teacher: TeacherRecord | None = field(default=None, metadata={OMIT_DEFAULT: True})
+    label_filters: dict[str, Any] | None = field(default=None, metadata={OMIT_DEFAULT: True})
 
     @property
     def name(self) -> str:

@@ -20,7 +20,7 @@ FLOORS = (
     ("config",),
     ("data", "workspace"),
     # the stages
-    ("inference", "train", "merge", "export", "evaluate", "card", "hub", "tracking"),
+    ("inference", "label", "train", "merge", "export", "evaluate", "card", "hub", "tracking"),
     ("serve", "serve_page", "web", "demo"),
     ("cli",),
 )

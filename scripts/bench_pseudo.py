@@ -1,0 +1,272 @@
+"""What pseudo-labels are worth on the sample corpus: round 3 trained on real labels, on
+unfiltered and on filtered pseudo-labels, against round 2 itself; the filter's worth; and
+`pefty label`'s throughput per backend, batched and not.
+
+Rounds 1 and 2 train on parts 1 and 2 with their real transcripts (the demo's settings). The
+transcripts of parts 3-5 are then hidden (a CSV of audio paths only) and round 2 labels them:
+
+  (a) real      round 3 on part 3 with its real labels
+  (b) pl-raw    round 3 on part 3 pseudo-labelled, every label kept (the filters off)
+  (c) pl-filt   round 3 on parts 3-5 pseudo-labelled and filtered (the label.* defaults, and
+                label.second_pass=merged/round1: the previous round's decode as the check)
+  (d) round2    no round 3: round 2 itself
+
+Each round 3 starts from merged/round2 and is evaluated on eval_clean (`pefty evaluate`: CER
+with its bootstrap 95% interval). The filter's worth: the label CER (against the hidden real
+transcripts) of the labels (c) kept against the ones it dropped. Throughput: part 3 labelled by
+round 2 through PyTorch and through its CTranslate2 int8 export, at decode.batch_size 8 and 1,
+in audio hours per hour of `pefty label` (model loading included).
+
+The sample corpus is espeak-ng speech of templated sentences: one synthetic voice family and a
+narrow vocabulary, so round 2 labels it nearly as well as the truth and the filter has little to
+drop; the figures show the machinery works and its costs, not what pseudo-labels give on real
+conversational speech.
+
+    python scripts/bench_pseudo.py                         # about 2 hours on 2 CPU cores
+    python scripts/bench_pseudo.py --base tiny --max-steps 1 --eval-limit 4 --label-limit 6 \\
+        --workdir /tmp/bench_pseudo_smoke                  # a smoke run of every path
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+try:
+    import pefty_whisper  # noqa: F401
+except ImportError:  # run from a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import markdown_table  # noqa: E402
+
+from pefty_whisper.config import DataSection  # noqa: E402
+from pefty_whisper.data.manifest import read_manifest  # noqa: E402
+from pefty_whisper.files import package_versions  # noqa: E402
+from pefty_whisper.metrics import score_corpus  # noqa: E402
+from pefty_whisper.workspace import CONFIG_FILE, EvalRecord, LabelRecord, Workspace  # noqa: E402
+
+EVAL_SET = "eval_clean"
+UNFILTERED = [
+    "-o", "label.min_avg_logprob=null", "-o", "label.max_compression_ratio=null",
+    "-o", "label.max_no_speech_prob=null",
+]  # fmt: skip
+
+
+def pefty(workdir: Path, name: str, args: list[str]) -> float:
+    """One `pefty` command in `workdir`, logged to logs/<name>.log; its seconds."""
+    log = workdir / "logs" / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with log.open("w", encoding="utf-8") as out:
+        command = [sys.executable, "-m", "pefty_whisper.cli", *args, "--workdir", str(workdir)]
+        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
+    if code != 0:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
+        raise click.ClickException(f"pefty {name} failed (exit {code}), {log}:\n" + "\n".join(tail))
+    return time.perf_counter() - started
+
+
+def hidden(workspace: Workspace, parts: list[int], name: str, limit: int | None) -> Path:
+    """The audio of these parts' training sets without their transcripts: what label reads."""
+    path = workspace.data_dir / f"{name}.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path"])
+        for part in parts:
+            rows = read_manifest(workspace.round_manifest(part, "train")).utterances
+            writer.writerows([u.path] for u in list(rows)[:limit])
+    return path
+
+
+def truth(workspace: Workspace, parts: list[int]) -> dict[str, str]:
+    return {
+        u.path: u.sentence
+        for part in parts
+        for u in read_manifest(workspace.round_manifest(part, "train")).utterances
+    }
+
+
+def label_cer(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    if not pairs:
+        return {"utterances": 0, "cer": None}
+    scores = score_corpus([ref for ref, _ in pairs], [hyp for _, hyp in pairs])
+    return {"utterances": len(pairs), "cer": round(scores.cer, 2)}
+
+
+def filter_worth(workspace: Workspace, name: str, real: dict[str, str]) -> dict[str, Any]:
+    """Label CER of the kept labels and of the dropped ones (that have text) of set `name`."""
+    kept = [
+        (real[u.path], u.sentence) for u in read_manifest(workspace.manifest_path(name)).utterances
+    ]
+    dropped = []
+    with workspace.label_rejects(name).open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row["text"] and row["path"] in real:
+                dropped.append((real[row["path"]], row["text"]))
+    return {"kept": label_cer(kept), "dropped": label_cer(dropped)}
+
+
+def evaluation(workdir: Path, model_label: str, limit: int | None) -> dict[str, Any]:
+    stem = EVAL_SET if limit is None else f"{EVAL_SET}@first-{limit}"
+    record = EvalRecord.read(workdir / "eval" / model_label / f"{stem}.json")
+    figure = record.protocols.get("kspon")
+    interval = f"±{figure.half_width:.1f}" if figure is not None else ""
+    return {"cer": round(record.cer, 2), "interval": interval, "utterances": record.num_utterances}
+
+
+def round3(main_dir: Path, variant: str, train: list[str], args: dict[str, Any]) -> dict:
+    """Round 3 of `variant` in its own workspace, from merged/round2 of the main one."""
+    work = main_dir / "variants" / variant
+    work.mkdir(parents=True, exist_ok=True)
+    (work / CONFIG_FILE).write_text((main_dir / CONFIG_FILE).read_text(), encoding="utf-8")
+    data = Workspace.at(main_dir)
+    trains = [arg for name in train for arg in ("--train", str(data.manifest_path(name)))]
+    valid = str(data.round_manifest(3, "test"))
+    base = str(main_dir / "merged" / "round2")
+    seconds = pefty(work, "train", ["train", "--round", "3", "--base", base, *trains,
+                                    "--valid", valid, *args["steps"]])  # fmt: skip
+    pefty(work, "merge", ["merge", "--round", "3"])
+    eval_csv = str(data.manifest_path(EVAL_SET))
+    pefty(work, "evaluate", ["evaluate", "--set", eval_csv, *args["limit"]])
+    return {"variant": variant, "train_seconds": round(seconds, 1),
+            **evaluation(work, "round3", args["eval_limit"])}  # fmt: skip
+
+
+def throughput(main_dir: Path, model: str, batch: int, label_limit: int | None) -> dict:
+    """Part 3 labelled by `model` at decode.batch_size `batch`: audio hours per hour."""
+    workspace = Workspace.at(main_dir)
+    source = hidden(workspace, [3], "hidden_p3", label_limit)
+    name = f"speed_{Path(model).name}_b{batch}".replace("-", "_")
+    seconds = pefty(main_dir, f"label_{name}", ["label", str(source), "--name", name, "--model",
+                    model, "--force", "-o", f"decode.batch_size={batch}", *UNFILTERED])  # fmt: skip
+    record = LabelRecord.read(workspace.label_record_of(workspace.manifest_path(name)))
+    return {"model": model, "backend": record.teacher.backend, "batch_size": batch,
+            "audio_hours": record.audio_hours, "seconds": round(seconds, 1),
+            "audio_hours_per_hour": round(record.audio_hours * 3600 / seconds, 2)}  # fmt: skip
+
+
+@click.command()
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/bench_pseudo"), show_default=True)  # fmt: skip
+@click.option("--base", default="whisper-base", show_default=True,
+              help="whisper-base (offline, real), or tiny (random: a smoke run).")  # fmt: skip
+@click.option("--max-steps", type=int, default=None, help="Cap every round's steps (smoke).")
+@click.option("--eval-limit", type=int, default=None, help="Evaluate the first N (smoke).")
+@click.option("--label-limit", type=int, default=None, help="Label N per part (smoke).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def main(
+    workdir: Path,
+    base: str,
+    max_steps: int | None,
+    eval_limit: int | None,
+    label_limit: int | None,
+    out: Path | None,
+) -> None:
+    """Round 3 on real, raw and filtered pseudo-labels against round 2; the filter's worth;
+    label's throughput per backend, batched and not."""
+    from pefty_whisper.data.prepare import prepare_kspon
+    from pefty_whisper.demo.pipeline import demo_config, ensure_sample_corpus
+
+    workdir = workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    workspace = Workspace.at(workdir)
+    base_dir = _base(workdir, base)
+    if not workspace.manifest_path(EVAL_SET).is_file():
+        prepare_kspon(ensure_sample_corpus(workdir), workspace.data_dir, DataSection())
+    config = demo_config(str(base_dir))
+    if eval_limit:  # a smoke run validates on as few utterances as it evaluates
+        config["train"]["max_eval_samples"] = eval_limit
+    if base == "tiny":  # a random model never ends a transcript: keep its decodes short
+        config["decode"]["max_new_tokens"] = 16
+    (workdir / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    steps = ["-o", f"train.max_steps={max_steps}"] if max_steps else []
+    limit = ["--limit", str(eval_limit)] if eval_limit else []
+    args = {"steps": steps, "limit": limit, "eval_limit": eval_limit}
+    for index in (1, 2):  # the teacher: rounds 1 and 2 on their real labels
+        if not workspace.merge_finished(index):
+            pefty(workdir, f"train{index}", ["train", "--round", str(index), "--force", *steps])
+            pefty(workdir, f"merge{index}", ["merge", "--round", str(index), "--force"])
+    pefty(workdir, "evaluate2", ["evaluate", "--set", EVAL_SET, "--model", "merged/round2", *limit])
+    real = truth(workspace, [3, 4, 5])
+    raw_source = hidden(workspace, [3], "hidden_p3", label_limit)
+    pefty(workdir, "label_raw", ["label", str(raw_source), "--name", "p3_pl_raw", "--force",
+                                 "--model", "merged/round2", *UNFILTERED])  # fmt: skip
+    # A random model's labels fail every filter: a smoke run keeps them (the paths still run).
+    loose = [*UNFILTERED, "-o", "label.max_disagreement_cer=null"] if base == "tiny" else []
+    filt_source = hidden(workspace, [3, 4, 5], "hidden_p345", label_limit)
+    pefty(workdir, "label_filt", ["label", str(filt_source), "--name", "p345_pl", "--force",
+                                  "--model", "merged/round2", "-o",
+                                  "label.second_pass=merged/round1", *loose])  # fmt: skip
+    worth = filter_worth(workspace, "p345_pl", real)
+    results = [
+        round3(workdir, "a-real", [workspace.round_manifest(3, "train").stem], args),
+        round3(workdir, "b-pl-raw", ["p3_pl_raw"], args),
+        round3(workdir, "c-pl-filt", ["p345_pl"], args),
+        {"variant": "d-round2", **evaluation(workdir, "round2", eval_limit)},
+    ]
+    pefty(workdir, "export2", ["export", "--model", "merged/round2", "--format", "ct2",
+                               "--quantization", "int8"])  # fmt: skip
+    export = str(workspace.export_dir_for("round2", "ct2", "int8"))
+    speeds = [
+        throughput(workdir, model, batch, label_limit)
+        for model in ("merged/round2", export)
+        for batch in (8, 1)
+    ]
+    record = LabelRecord.read(workspace.label_record_of(workspace.manifest_path("p345_pl")))
+    report = {
+        "base": str(base_dir), "max_steps": max_steps, "eval_limit": eval_limit,
+        "label_limit": label_limit, "rounds": results, "filter": worth,
+        "filter_counts": {"kept": record.kept, "dropped": record.dropped},
+        "throughput": speeds,
+        "versions": package_versions("torch", "transformers", "ctranslate2", "faster-whisper"),
+    }  # fmt: skip
+    click.echo(markdown_table(
+        ["round 3 trained on", "eval_clean CER", "95% interval", "utterances"],
+        [[r["variant"], f"{r['cer']:.2f}%", r["interval"], r["utterances"]] for r in results],
+    ))  # fmt: skip
+    click.echo(
+        f"\nfilter (parts 3-5, round 2's labels): kept {worth['kept']['utterances']} at label "
+        f"CER {worth['kept']['cer']}%, dropped {worth['dropped']['utterances']} at "
+        f"{worth['dropped']['cer']}% ({record.dropped})\n"
+    )
+    click.echo(markdown_table(
+        ["teacher", "backend", "batch", "audio h", "seconds", "audio h / h"],
+        [[s["model"], s["backend"], s["batch_size"], s["audio_hours"], s["seconds"],
+          s["audio_hours_per_hour"]] for s in speeds],
+    ))  # fmt: skip
+    target = out or workdir / "bench_pseudo.json"
+    target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    click.echo(f"\n{target}")
+
+
+def _base(workdir: Path, base: str) -> Path:
+    if base == "tiny":  # a random tiny Whisper with the real tokenizer: every path, no figures
+        from _common import save_random_whisper
+
+        from pefty_whisper.demo.weights import offline_base_tokenizer_dir
+        from pefty_whisper.whisper.processor import WhisperDims, build_processor
+
+        target = workdir / "tiny_base"
+        if not target.is_dir():
+            processor = build_processor(offline_base_tokenizer_dir(), 80, "korean", "transcribe")
+            dims = WhisperDims(n_mels=80, d_model=64, encoder_layers=2, decoder_layers=2,
+                               encoder_attention_heads=4, decoder_attention_heads=4,
+                               encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=51865,
+                               max_source_positions=1500, max_target_positions=448)  # fmt: skip
+            save_random_whisper(target, dims, processor, seed=3)
+        return target
+    from pefty_whisper.demo.base import ensure_offline_base
+
+    return ensure_offline_base(workdir).resolve()
+
+
+if __name__ == "__main__":
+    main()
