@@ -14,6 +14,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -60,11 +61,12 @@ def ensure_process_group_env() -> None:
     )
 
 
-def init_process_group() -> None:
+def init_process_group(timeout: timedelta | None = None) -> None:
     """The process group, set up once (accelerate and DeepSpeed both reuse a group that exists).
 
     The current CUDA device becomes LOCAL_RANK's first, so "cuda" in torch means this rank's
     own GPU; CTranslate2 and onnxruntime are given `local_rank()` as their device index.
+    `timeout` (torch's default when None) bounds every later wait, for the first caller only.
     """
     import torch
     import torch.distributed as dist
@@ -73,7 +75,9 @@ def init_process_group() -> None:
         return
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
-    dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    dist.init_process_group(
+        backend="nccl" if torch.cuda.is_available() else "gloo", timeout=timeout
+    )
 
 
 def share_from_rank_zero(decision: dict[str, Any]) -> dict[str, Any]:

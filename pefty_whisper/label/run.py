@@ -17,10 +17,12 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 
+from pefty_whisper import ranks
 from pefty_whisper.config import Config, LabelSection
 from pefty_whisper.data.audio import SAMPLE_RATE, load_audio
 from pefty_whisper.data.prepare import check_set_name
@@ -31,7 +33,6 @@ from pefty_whisper.label.filters import Decoded
 from pefty_whisper.label.inputs import LabelInput, label_inputs
 from pefty_whisper.label.output import write_labelled_set
 from pefty_whisper.label.progress import Progress, ProgressLog, check_settings
-from pefty_whisper.label.ranks import Ranks
 from pefty_whisper.whisper.model_dir import ModelDir
 from pefty_whisper.workspace import ExportRecord, LabelRecord, MergeRecord, TeacherRecord, Workspace
 
@@ -40,6 +41,9 @@ __all__ = ["LabelReport", "label_set", "teacher_model"]
 logger = logging.getLogger(__name__)
 
 SECOND_BEAM_SIZE = 5  # label.second_pass=beam: the teacher again, with a beam search
+# Under a launcher a rank that finishes its shard early waits for the slowest at the join:
+# labelling a shard takes hours, far beyond the process group's default timeout.
+JOIN_TIMEOUT = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class LabelReport:
     decoded: int  # utterances this run decoded
 
 
+@ranks.ends_process_group
 def label_set(
     workspace: Workspace,
     config: Config,
@@ -68,7 +73,6 @@ def label_set(
     gets every finished input and its audio seconds."""
     check_set_name(name)
     started = time.perf_counter()
-    ranks = Ranks()
     manifest = workspace.manifest_path(name)
     work_dir = workspace.label_work_dir(name)
     if manifest.exists() and not force:
@@ -77,9 +81,13 @@ def label_set(
             f"{manifest} already exists: pass --force to label '{name}' again{resume}; the old "
             "set stays until the new one is written"
         )
+    if ranks.world_size() > 1:
+        ranks.init_process_group(timeout=JOIN_TIMEOUT)  # each rank on its own GPU (LOCAL_RANK)
+    ranks.check_shared_workspace(workspace.root)
     teacher = teacher_model(workspace, config, model)
-    ranks.pin_device(config.decode.device)
-    inputs = _inputs(source, workspace.audio_dir(name), ranks)
+    # A dataset that holds its audio as bytes is written out by rank 0 alone; every rank then
+    # gets rank 0's list (or its error).
+    inputs = ranks.on_rank_zero(lambda: label_inputs(source, workspace.audio_dir(name)))
     second_hash = _second_pass_hash(workspace, config.label.second_pass)
     settings = {
         "source": str(source),
@@ -93,44 +101,32 @@ def label_set(
         "join_pause_s": config.label.join_pause_s,
         "language": config.model.language,
     }
-    if ranks.main:
-        _start_or_resume(work_dir, settings, name, force)
-    ranks.barrier()
+    ranks.on_rank_zero(lambda: _start_or_resume(work_dir, settings, name, force))
     done = Progress(work_dir)
     resumed = len(done.done)
-    mine = [i for i in range(len(inputs)) if ranks.owns(i) and i not in done.done]
+    shard = range(ranks.rank(), len(inputs), ranks.world_size())  # input i: rank i % world
+    mine = [i for i in shard if i not in done.done]
     decoded = 0
     if mine:
-        labeller = _Labeller(workspace, config, teacher, work_dir, ranks.rank, done)
+        labeller = _Labeller(workspace, config, teacher, work_dir, ranks.rank(), done)
         try:
             decoded = labeller.run([(i, inputs[i]) for i in mine], progress)
         finally:
             labeller.log.close()
-    ranks.barrier()
-    try:
-        if not ranks.main:
-            return None
-        record = write_labelled_set(
-            workspace, config, name, source, inputs, teacher, second_hash, ranks.world, started
-        )
-        return LabelReport(
-            manifest=manifest,
-            rejects=workspace.label_rejects(name),
-            record_path=workspace.label_record_of(manifest),
-            record=record,
-            resumed=resumed,
-            decoded=decoded,
-        )
-    finally:
-        ranks.close()
-
-
-def _inputs(source: str, audio_dir: Path, ranks: Ranks) -> list[LabelInput]:
-    # A dataset that holds its audio as bytes is written out by rank 0 alone; the others then
-    # find the files in place.
-    inputs = label_inputs(source, audio_dir) if ranks.main else []
-    ranks.barrier()
-    return inputs if ranks.main else label_inputs(source, audio_dir)
+    ranks.barrier()  # every shard is in its progress file
+    if not ranks.is_main_process():
+        return None
+    record = write_labelled_set(
+        workspace, config, name, source, inputs, teacher, second_hash, ranks.world_size(), started
+    )
+    return LabelReport(
+        manifest=manifest,
+        rejects=workspace.label_rejects(name),
+        record_path=workspace.label_record_of(manifest),
+        record=record,
+        resumed=resumed,
+        decoded=decoded,
+    )
 
 
 def _start_or_resume(work_dir: Path, settings: dict, name: str, force: bool) -> None:
