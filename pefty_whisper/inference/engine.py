@@ -72,6 +72,11 @@ class Engine(Protocol):
         """New tokens per row (no prompt, no end-of-text), at most max_new_tokens each."""
         ...
 
+    def no_speech_probs(self, encoded: Any) -> list[float]:
+        """Per row, the probability of Whisper's no-speech token right after SOT (openai's
+        no_speech_prob); 0.0 for a model without that token."""
+        ...
+
     def predicts_timestamps(self, audio: np.ndarray) -> bool:
         """Whether the model, left to choose, starts a transcript with a timestamp: a model
         fine-tuned without timestamps has unlearnt them and is decoded chunked instead."""

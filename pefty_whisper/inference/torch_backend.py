@@ -87,6 +87,18 @@ class TorchEngine:
         sequences = output.sequences if hasattr(output, "sequences") else output
         return [self.tokens.until_eos(row) for row in sequences.tolist()]
 
+    def no_speech_probs(self, encoded: Any) -> list[float]:
+        import torch
+
+        hidden = encoded.last_hidden_state
+        if self.tokens.no_speech is None:
+            return [0.0] * hidden.shape[0]
+        sot = torch.full((hidden.shape[0], 1), self.tokens.sot, device=self.device)
+        with torch.inference_mode():
+            state = self.model.model.decoder(input_ids=sot, encoder_hidden_states=hidden)
+            logits = self.model.proj_out(state.last_hidden_state[:, -1]).float()
+        return torch.softmax(logits, dim=-1)[:, self.tokens.no_speech].tolist()
+
     def _generation_config(self, max_new_tokens: int) -> GenerationConfig:
         config = self._with_languages(copy.deepcopy(self.model.generation_config))
         # Whisper's generate adds the prompt length to max_length, so this allows exactly
