@@ -211,6 +211,11 @@ class DecodeSection:
     no_speech_threshold: float | None = 0.6
     """A window whose no-speech probability is above this (and whose log-probability is below
     log_prob_threshold) is silence: no text. null: no check."""
+    recover: bool = True
+    """After sequential decoding, VAD speech that no segment covers (a sentence the decode
+    skipped) is decoded again on its own, without timestamps, and put back in time order as a
+    segment marked recovered; a piece whose no-speech probability is above
+    no_speech_threshold stays out. false: such speech is only reported (uncovered_speech)."""
 
 
 @dataclass(frozen=True)

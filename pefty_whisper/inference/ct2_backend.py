@@ -146,6 +146,18 @@ class Ct2Engine:
             scored.append(Scored(tokens, total / (len(tokens) + 1), no_speech))
         return scored
 
+    def no_speech_probs(self, encoded: Any) -> list[float]:
+        if self.tokens.no_speech is None:
+            return [0.0] * encoded.shape[0]
+        # CTranslate2 reports it from the step after SOT; one new token is all it needs.
+        results = self.model.generate(
+            encoded,
+            [[self.tokens.sot]] * encoded.shape[0],
+            max_length=2,
+            return_no_speech_prob=True,
+        )
+        return [float(result.no_speech_prob) for result in results]
+
     # -- long recordings ----------------------------------------------------------------------
 
     def predicts_timestamps(self, audio: np.ndarray) -> bool:

@@ -80,6 +80,11 @@ class Engine(Protocol):
         each row (confidence.py), which `pefty label` filters pseudo-labels by."""
         ...
 
+    def no_speech_probs(self, encoded: Any) -> list[float]:
+        """Per row, the probability of Whisper's no-speech token right after SOT (openai's
+        no_speech_prob); 0.0 for a model without that token."""
+        ...
+
     def predicts_timestamps(self, audio: np.ndarray) -> bool:
         """Whether the model, left to choose, starts a transcript with a timestamp: a model
         fine-tuned without timestamps has unlearnt them and is decoded chunked instead."""

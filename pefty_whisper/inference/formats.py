@@ -66,6 +66,8 @@ def to_json(results: Sequence[Transcription]) -> list[dict[str, Any]]:
 
 def _segment_json(segment: Segment) -> dict[str, Any]:
     body: dict[str, Any] = {"start": segment.start, "end": segment.end, "text": segment.text}
+    if segment.recovered:
+        body["recovered"] = True
     if segment.words:
         body["words"] = [word_json(w) for w in segment.words]
     return body

@@ -13,8 +13,10 @@ Two paths, both run by the libraries made for them:
   file. The path for models that never learnt timestamps, and for ONNX. Without VAD the chunks
   are fixed 30 s windows (the old path, kept as the benchmark's baseline).
 
-Whatever the path, where VAD heard speech that no segment covers, the file gets a warning with
-the time range: a dropped sentence is reported, not silently lost.
+After sequential decoding, VAD speech that no segment covers is decoded again on its own
+(recover_speech, decode.recover): the timestamp walk can skip a sentence on any backend.
+Whatever the path, where VAD speech is still uncovered (recovery found no speech in it, or is
+off), the file gets a warning with the time range: a dropped sentence is reported, not lost.
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ __all__ = [
     "FilePlan",
     "chunk_spans",
     "decode_chunked",
+    "missed_speech",
     "monotonic",
     "plan_file",
     "seed_fallback",
+    "recover_speech",
     "speech_regions",
     "temperatures",
     "uncovered_speech",
@@ -126,6 +130,40 @@ def uncovered_speech(
     slack_s: float = COVERAGE_SLACK_S,
 ) -> list[Span]:
     """Stretches of VAD speech, at least `min_s` long, that no segment with text covers."""
+    merged: list[Span] = []
+    for start, end in _uncovered_pieces(regions, segments, slack_s):
+        if merged and start - merged[-1][1] < slack_s:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return [(round(s, 2), round(e, 2)) for s, e in merged if e - s >= min_s]
+
+
+def missed_speech(
+    regions: Sequence[Span],
+    segments: Sequence[Segment],
+    min_s: float = COVERAGE_MIN_S,
+    slack_s: float = COVERAGE_SLACK_S,
+) -> list[Span]:
+    """What recovery decodes, each piece on its own: a VAD region (about one sentence: the
+    VAD splits at pauses of 160 ms) that segments cover less than half of, whole; of a region
+    mostly covered, the uncovered stretches of at least `min_s`.
+
+    Whole, because a segment's end timestamp often runs on into the pause and over the edge
+    of the next region: cutting that edge off would cut off the sentence's first word."""
+    pieces: list[Span] = []
+    for start, end in regions:
+        gaps = _uncovered_pieces([(start, end)], segments, slack_s)
+        if sum(e - s for s, e in gaps) >= max(min_s, (end - start) / 2):
+            pieces.append((start, end))
+        else:
+            pieces += [(s, e) for s, e in gaps if e - s >= min_s]
+    return pieces
+
+
+def _uncovered_pieces(
+    regions: Sequence[Span], segments: Sequence[Segment], slack_s: float
+) -> list[Span]:
     covered = sorted((s.start - slack_s, s.end + slack_s) for s in segments if s.text.strip())
     gaps: list[Span] = []
     for start, end in regions:
@@ -138,13 +176,7 @@ def uncovered_speech(
             cursor = max(cursor, c_end)
         if cursor < end:
             gaps.append((cursor, end))
-    merged: list[Span] = []
-    for start, end in gaps:
-        if merged and start - merged[-1][1] < slack_s:
-            merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return [(round(s, 2), round(e, 2)) for s, e in merged if e - s >= min_s]
+    return gaps
 
 
 def monotonic(segments: Sequence[Segment], duration_s: float) -> list[Segment]:
@@ -211,6 +243,46 @@ def decode_chunked(
         if text:
             results[index].append(Segment(round(start, 3), round(end, 3), text))
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# Recovery: speech the sequential path skipped, decoded again on its own
+# --------------------------------------------------------------------------------------------
+
+
+def recover_speech(
+    transcribe_speech: Callable[[list[np.ndarray]], list[str]],
+    audios: Sequence[np.ndarray],
+    plans: Sequence[FilePlan],
+    found: Sequence[Sequence[Segment]],
+    window_s: float,
+) -> list[list[Segment]]:
+    """Each file's segments with the VAD speech they miss put back in time order.
+
+    Sequential decoding moves on by the model's timestamps: a window that ends on a single
+    timestamp (the model's "nothing more here") is skipped to its end, a window judged
+    silent is skipped whole, and a timestamp that jumps ahead leaves its gap untranscribed, so a
+    sentence the VAD heard can be lost on any backend (issue 21). Every such piece is decoded
+    on its own without timestamps by `transcribe_speech` (the batch path, which returns "" for
+    a piece it finds no speech in) and becomes a segment with the piece's times, marked
+    `recovered`. Pieces of all files share batches.
+    """
+    pieces, owners = [], []
+    for index, (audio, plan, segments) in enumerate(zip(audios, plans, found, strict=True)):
+        for gap in missed_speech(plan.regions or (), segments):
+            for start, end in chunk_spans([gap], window_s):
+                pieces.append(audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)])
+                owners.append((index, start, end))
+    texts = transcribe_speech(pieces) if pieces else []
+    results = [list(segments) for segments in found]
+    for (index, start, end), text in zip(owners, texts, strict=True):
+        if text:
+            results[index].append(Segment(round(start, 3), round(end, 3), text, recovered=True))
+    if pieces:
+        logger.info(
+            "recovery: %d of %d skipped speech pieces gave text", sum(map(bool, texts)), len(texts)
+        )
+    return [sorted(segments, key=lambda s: s.start) for segments in results]
 
 
 # --------------------------------------------------------------------------------------------

@@ -94,6 +94,14 @@ class OnnxEngine:
         scores = self.logits(encoded, sot)[:, -1, :][:, ids]
         return [codes[i] for i in scores.argmax(axis=-1)]
 
+    def no_speech_probs(self, encoded: np.ndarray) -> list[float]:
+        if self.tokens.no_speech is None:
+            return [0.0] * encoded.shape[0]
+        sot = np.full((encoded.shape[0], 1), self.tokens.sot, dtype=np.int64)
+        logits = self.logits(encoded, sot)[:, -1, :].astype(np.float64)
+        probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+        return (probs[:, self.tokens.no_speech] / probs.sum(axis=-1)).tolist()
+
     def generate(
         self, encoded: np.ndarray, prompts: list[list[int]], max_new_tokens: int
     ) -> list[list[int]]:

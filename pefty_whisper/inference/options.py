@@ -37,6 +37,7 @@ class TranscriberOptions:
     compression_ratio_threshold: float | None = DecodeSection.compression_ratio_threshold
     log_prob_threshold: float | None = DecodeSection.log_prob_threshold
     no_speech_threshold: float | None = DecodeSection.no_speech_threshold
+    recover: bool = DecodeSection.recover  # decode again the speech sequential decoding skipped
 
     @classmethod
     def from_config(
@@ -59,4 +60,5 @@ class TranscriberOptions:
             compression_ratio_threshold=decode.compression_ratio_threshold,
             log_prob_threshold=decode.log_prob_threshold,
             no_speech_threshold=decode.no_speech_threshold,
+            recover=decode.recover,
         )

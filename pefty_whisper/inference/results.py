@@ -31,6 +31,9 @@ class Segment:
     temperature: float | None = None
     # Word timings, when asked for (decode_sequential with word_timestamps); () otherwise.
     words: tuple[Word, ...] = ()
+    # Speech the sequential decode skipped, decoded again on its own (longform.recover_speech):
+    # its times are the VAD region's, not the model's.
+    recovered: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class Transcription:
     # The decode path taken: "sequential (faster-whisper)", "sequential (transformers)",
     # "chunked (VAD)", "chunked (30 s windows)".
     method: str = ""
-    # VAD speech that no segment covers, (start, end) in seconds: a dropped sentence.
+    # VAD speech that no segment covers, (start, end) in seconds: a dropped sentence that
+    # recovery (decode.recover) could not fill either.
     uncovered: tuple[tuple[float, float], ...] = ()
 
     @property

@@ -122,6 +122,18 @@ class TorchEngine:
             )
         ]
 
+    def no_speech_probs(self, encoded: Any) -> list[float]:
+        import torch
+
+        hidden = encoded.last_hidden_state
+        if self.tokens.no_speech is None:
+            return [0.0] * hidden.shape[0]
+        sot = torch.full((hidden.shape[0], 1), self.tokens.sot, device=self.device)
+        with torch.inference_mode():
+            state = self.model.model.decoder(input_ids=sot, encoder_hidden_states=hidden)
+            logits = self.model.proj_out(state.last_hidden_state[:, -1]).float()
+        return torch.softmax(logits, dim=-1)[:, self.tokens.no_speech].tolist()
+
     def _generation_config(self, max_new_tokens: int) -> GenerationConfig:
         config = self._with_languages(copy.deepcopy(self.model.generation_config))
         # Whisper's generate adds the prompt length to max_length, so this allows exactly
@@ -225,7 +237,7 @@ class TorchEngine:
         if request.prompt:
             ids = self.files.tokenizer.get_prompt_ids(request.prompt, return_tensors="pt")
             kwargs["prompt_ids"] = ids.to(self.device)
-        temps = temperatures(request.temperature, fallback(options))
+        temps = _fallback_schedule(temperatures(request.temperature, fallback(options)))
         with torch.inference_mode():
             output = self.model.generate(
                 features.input_features.to(self.device, self.dtype),
@@ -307,6 +319,22 @@ class TorchEngine:
                 self.files.tokenizer, segments, per_segment, language, begin / SAMPLE_RATE
             )
         return out
+
+
+def _fallback_schedule(temps: tuple[float, ...]) -> tuple[float, ...]:
+    """The fallback temperatures, ending where they began.
+
+    Where a window fails its guards (compression ratio, log-probability) at every temperature,
+    transformers keeps the last one's output (generation_whisper.generate_with_fallback writes
+    each temperature's over the previous one), a sample at 1.0; faster-whisper keeps the one
+    with the best average log-probability (transcribe.generate_with_fallback), in practice the
+    greedy one. A sample at 1.0 of a fine-tuned model often stops after a sentence with a single
+    timestamp, and on that ending both libraries seek to the end of the window (the same rule in
+    _retrieve_segment and _split_segments_by_timestamps): the rest of the window is lost, which
+    is how the PyTorch path deleted sentences that faster-whisper kept (issue 21). Repeating the
+    first temperature last makes transformers' own loop keep that decode instead.
+    """
+    return (*temps, temps[0]) if len(temps) > 1 else temps
 
 
 def _original_times(segment: Segment, speech_map: Any, joined_s: float) -> Segment:

@@ -27,6 +27,7 @@ from pefty_whisper.inference.longform import (
     decode_chunked,
     monotonic,
     plan_file,
+    recover_speech,
     uncovered_speech,
     vad_available,
 )
@@ -116,15 +117,26 @@ class Transcriber:
         """Texts for waveforms of at most one window each (16 kHz float32), in batches."""
         return [self.detokenize(t) for t in self.transcribe_tokens(audios, language=language)]
 
-    def transcribe_tokens(
+    def transcribe_speech(
         self, audios: Sequence[np.ndarray], language: str | None = None
+    ) -> list[str]:
+        """As transcribe_batch, but "" for a waveform whose no-speech probability is above
+        decode.no_speech_threshold: what recovery decodes, where the VAD may have heard a
+        cough or a door (sequential decoding skips those by the same check)."""
+        tokens = self.transcribe_tokens(audios, language=language, speech_only=True)
+        return [self.detokenize(t) for t in tokens]
+
+    def transcribe_tokens(
+        self, audios: Sequence[np.ndarray], language: str | None = None, speech_only: bool = False
     ) -> list[list[int]]:
-        """Generated token ids per waveform (no prompt, no end-of-text): for parity checks."""
+        """Generated token ids per waveform (no prompt, no end-of-text): for parity checks;
+        `speech_only` gives none for a waveform the no-speech check finds silent."""
         waveforms = [self._check_waveform(audio, i) for i, audio in enumerate(audios)]
         tokens: list[list[int]] = []
         step = max(1, self.options.batch_size)
         for begin in range(0, len(waveforms), step):
-            tokens.extend(self._decode_batch(waveforms[begin : begin + step], language))
+            batch = waveforms[begin : begin + step]
+            tokens.extend(self._decode_batch(batch, language, speech_only))
         return tokens
 
     def transcribe_scored(
@@ -207,11 +219,19 @@ class Transcriber:
                 logger.debug("chunked decoding is greedy without a prompt: prompt ignored")
             found = decode_chunked(self.transcribe_batch, audios, plans, language)
             label = "30 s windows"
+        found = [monotonic(s, len(a) / SAMPLE_RATE) for a, s in zip(audios, found, strict=True)]
+        if method == "sequential" and self.options.recover:
+            found = recover_speech(
+                lambda pieces: self.transcribe_speech(pieces, language=language),
+                audios,
+                plans,
+                found,
+                window_s,
+            )
         elapsed = time.perf_counter() - started
         total = sum(len(a) for a in audios) or 1
         results = []
         for name, audio, plan, segments in zip(names, audios, plans, found, strict=True):
-            segments = monotonic(segments, len(audio) / SAMPLE_RATE)
             vad = " + VAD" if plan.regions is not None and method == "sequential" else ""
             label_here = "VAD" if method == "chunked" and plan.regions is not None else label
             uncovered = uncovered_speech(plan.regions or (), segments)
@@ -283,9 +303,15 @@ class Transcriber:
     # ---- internals ---------------------------------------------------------------------------
 
     def _decode_batch(
-        self, waveforms: Sequence[np.ndarray], language: str | None = None, scored: bool = False
+        self,
+        waveforms: Sequence[np.ndarray],
+        language: str | None = None,
+        speech_only: bool = False,
+        scored: bool = False,
     ) -> list[Any]:
-        """Token lists per waveform, or with `scored` the engine's Scored rows."""
+        """Token lists per waveform, or with `scored` the engine's Scored rows. With
+        `speech_only` a row the model hears as no speech (decode.no_speech_threshold) decodes
+        to nothing."""
         features = self.features(waveforms)
         started = time.perf_counter()
         encoded = self._engine.encode(features)
@@ -295,8 +321,16 @@ class Transcriber:
             prompts = [self.prompt_ids(language)] * len(waveforms)
         else:
             prompts = self._prompts(encoded, len(waveforms))
-        generate = self._engine.generate_scored if scored else self._engine.generate
-        tokens = generate(encoded, prompts, self._max_new_tokens(len(prompts[0])))
+        max_new_tokens = self._max_new_tokens(len(prompts[0]))
+        if scored:
+            rows: list[Any] = self._engine.generate_scored(encoded, prompts, max_new_tokens)
+            self.timings.decoder_s += time.perf_counter() - started
+            return rows
+        tokens = self._engine.generate(encoded, prompts, max_new_tokens)
+        threshold = self.options.no_speech_threshold
+        if speech_only and threshold is not None:
+            silent = [p > threshold for p in self._engine.no_speech_probs(encoded)]
+            tokens = [[] if quiet else row for row, quiet in zip(tokens, silent, strict=True)]
         self.timings.decoder_s += time.perf_counter() - started
         return tokens
 
