@@ -330,9 +330,10 @@ def _fallback_schedule(temps: tuple[float, ...]) -> tuple[float, ...]:
     with the best average log-probability (transcribe.generate_with_fallback), in practice the
     greedy one. A sample at 1.0 of a fine-tuned model often stops after a sentence with a single
     timestamp, and on that ending both libraries seek to the end of the window (the same rule in
-    _retrieve_segment and _split_segments_by_timestamps): the rest of the window is lost, which
-    is how the PyTorch path deleted sentences that faster-whisper kept (issue 21). Repeating the
-    first temperature last makes transformers' own loop keep that decode instead.
+    _retrieve_segment and _split_segments_by_timestamps): the rest of the window is lost.
+    Repeating the first temperature last makes transformers' own loop keep that decode, as
+    faster-whisper would. (On issue 21's long round it changed nothing: no window failed at every
+    temperature there; the windows that ended early did so greedily, and recovery fills them.)
     """
     return (*temps, temps[0]) if len(temps) > 1 else temps
 
