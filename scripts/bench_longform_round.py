@@ -28,9 +28,7 @@ Run it on a quiet machine; on 2 CPU cores the 150 steps take about 1.5 hours:
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -44,7 +42,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine_info, markdown_table  # noqa: E402
+from _common import machine_info, markdown_table, pefty_logged  # noqa: E402
 
 from pefty_whisper.config import DataSection, load_config  # noqa: E402
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
@@ -79,19 +77,7 @@ PATHS = (
 
 def pefty(workdir: Path, name: str, args: list[str]) -> float:
     """One `pefty` command in the bench workspace; its seconds. Output goes to logs/<name>.log."""
-    log = workdir / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with log.open("w", encoding="utf-8") as out:
-        code = subprocess.call(
-            [sys.executable, "-m", "pefty_whisper.cli", *args, "--workdir", str(workdir)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    if code != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
-        raise click.ClickException(f"pefty {name} failed (exit {code}), {log}:\n" + "\n".join(tail))
-    return time.perf_counter() - started
+    return pefty_logged(workdir, workdir / "logs" / f"{name}.log", args)
 
 
 def write_config(workdir: Path, base: Path, steps: int, learning_rate: float, batch: int) -> None:
