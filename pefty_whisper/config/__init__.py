@@ -215,7 +215,9 @@ class DecodeSection:
     """After sequential decoding, VAD speech that no segment covers (a sentence the decode
     skipped) is decoded again on its own, without timestamps, and put back in time order as a
     segment marked recovered; a piece whose no-speech probability is above
-    no_speech_threshold stays out. false: such speech is only reported (uncovered_speech)."""
+    no_speech_threshold stays out. A segment whose text is far shorter than the speech under
+    it has that speech decoded again region by region, which replaces it where it writes
+    clearly more. false: skipped speech is only reported (uncovered_speech)."""
 
 
 @dataclass(frozen=True)

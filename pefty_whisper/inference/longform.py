@@ -13,8 +13,10 @@ Two paths, both run by the libraries made for them:
   file. The path for models that never learnt timestamps, and for ONNX. Without VAD the chunks
   are fixed 30 s windows (the old path, kept as the benchmark's baseline).
 
-After sequential decoding, VAD speech that no segment covers is decoded again on its own
-(recover_speech, decode.recover): the timestamp walk can skip a sentence on any backend.
+After sequential decoding, VAD speech that no segment covers, and the speech under a segment
+whose text is far shorter than that speech, is decoded again region by region (recover_speech,
+decode.recover): the timestamp walk can skip a sentence on any backend, or time one segment over
+three sentences and write three words of them.
 Whatever the path, where VAD speech is still uncovered (recovery found no speech in it, or is
 off), the file gets a warning with the time range: a dropped sentence is reported, not lost.
 """
@@ -47,6 +49,7 @@ __all__ = [
     "plan_file",
     "recover_speech",
     "seed_fallback",
+    "sparse_segments",
     "speech_regions",
     "temperatures",
     "uncovered_speech",
@@ -60,6 +63,18 @@ Span = tuple[float, float]
 COVERAGE_MIN_S = 1.0
 # A segment's edges are fuzzy by about this much (timestamps, VAD padding).
 COVERAGE_SLACK_S = 0.3
+# A segment with at least SPARSE_MIN_SPEECH_S of VAD speech under it whose text runs at under
+# SPARSE_SHARE of the rate of the file's other segments (characters per second of speech under
+# them, pooled, from at least SPARSE_MIN_OTHER_S of it) is timed over speech it did not write: on
+# issue 21's long round one PyTorch segment spanned three sentences (11 s of speech) and wrote
+# "바장님이 이제 이" (0.6 characters/s against the others' 3.8). Honest segments there ran at
+# 2.9-5.1 (0.75-1.35 of the rest), so half the rate leaves slow speakers and fillers alone.
+SPARSE_SHARE = 0.5
+SPARSE_MIN_SPEECH_S = 2.0
+SPARSE_MIN_OTHER_S = 3.0
+# A sparse segment's regions decoded again replace it only if they write at least this many
+# times its characters: where the second decode hears no more, the first one stands.
+SPARSE_GAIN = 1.5
 # Chunked decoding joins speech regions across pauses up to this long (natural speech), never
 # across longer silence, where Whisper would hallucinate.
 MAX_PAUSE_S = 2.0
@@ -159,6 +174,46 @@ def missed_speech(
         else:
             pieces += [(s, e) for s, e in gaps if e - s >= min_s]
     return pieces
+
+
+def sparse_segments(
+    regions: Sequence[Span],
+    segments: Sequence[Segment],
+    share: float = SPARSE_SHARE,
+    min_speech_s: float = SPARSE_MIN_SPEECH_S,
+) -> list[tuple[int, list[Span]]]:
+    """Segments whose text is far shorter than the VAD speech under them, by index, each with
+    the regions it holds (more than half of each region lies inside the segment's times).
+
+    Coverage by times cannot see these: the segment covers the speech, its text does not. The
+    yardstick is the file's own rate elsewhere, so a slow speaker or a language with long words
+    sets its own."""
+    speech = [_speech_under(regions, s.start, s.end) for s in segments]
+    chars = [_characters(s.text) for s in segments]
+    found = []
+    for index, segment in enumerate(segments):
+        other_speech = sum(speech) - speech[index]
+        if speech[index] < min_speech_s or other_speech < SPARSE_MIN_OTHER_S:
+            continue
+        usual = (sum(chars) - chars[index]) / other_speech
+        if chars[index] / speech[index] >= share * usual:
+            continue
+        held = [
+            (start, end)
+            for start, end in regions
+            if _speech_under([(start, end)], segment.start, segment.end) > (end - start) / 2
+        ]
+        if held:
+            found.append((index, held))
+    return found
+
+
+def _speech_under(regions: Sequence[Span], start: float, end: float) -> float:
+    return sum(max(0.0, min(end, r_end) - max(start, r_start)) for r_start, r_end in regions)
+
+
+def _characters(text: str) -> int:
+    return sum(not c.isspace() for c in text)
 
 
 def _uncovered_pieces(
@@ -265,24 +320,62 @@ def recover_speech(
     sentence the VAD heard can be lost on any backend (issue 21). Every such piece is decoded
     on its own without timestamps by `transcribe_speech` (the batch path, which returns "" for
     a piece it finds no speech in) and becomes a segment with the piece's times, marked
-    `recovered`. Pieces of all files share batches.
+    `recovered`.
+
+    A segment can also be timed over several sentences and write one (sparse_segments): its
+    regions are decoded one by one, and if they write clearly more (SPARSE_GAIN) they replace
+    it, with every segment whose middle lies among them (the tail of the same speech). Pieces
+    of all files share batches.
     """
-    pieces, owners = [], []
-    for index, (audio, plan, segments) in enumerate(zip(audios, plans, found, strict=True)):
+    pieces: list[np.ndarray] = []
+    owners: list[tuple[int, float, float, int | None]] = []  # file, start, end, sparse segment
+
+    def add(index: int, span: Span, sparse: int | None) -> None:
+        for start, end in chunk_spans([span], window_s):
+            pieces.append(audios[index][round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)])
+            owners.append((index, start, end, sparse))
+
+    for index, (plan, segments) in enumerate(zip(plans, found, strict=True)):
         for gap in missed_speech(plan.regions or (), segments):
-            for start, end in chunk_spans([gap], window_s):
-                pieces.append(audio[round(start * SAMPLE_RATE) : round(end * SAMPLE_RATE)])
-                owners.append((index, start, end))
+            add(index, gap, None)
+        for sparse, held in sparse_segments(plan.regions or (), segments):
+            for region in held:
+                add(index, region, sparse)
     texts = transcribe_speech(pieces) if pieces else []
-    results = [list(segments) for segments in found]
-    for (index, start, end), text in zip(owners, texts, strict=True):
-        if text:
-            results[index].append(Segment(round(start, 3), round(end, 3), text, recovered=True))
+    added: list[list[Segment]] = [[] for _ in found]
+    redecoded: list[dict[int, list[Segment]]] = [{} for _ in found]
+    for (index, start, end, sparse), text in zip(owners, texts, strict=True):
+        segment = Segment(round(start, 3), round(end, 3), text, recovered=True)
+        if sparse is not None:
+            redecoded[index].setdefault(sparse, []).append(segment)
+        elif text:
+            added[index].append(segment)
+    results = []
+    for segments, extra, again in zip(found, added, redecoded, strict=True):
+        kept = _replace_sparse(list(segments), again)
+        results.append(sorted(kept + extra, key=lambda s: s.start))
     if pieces:
         logger.info(
-            "recovery: %d of %d skipped speech pieces gave text", sum(map(bool, texts)), len(texts)
+            "recovery: %d of %d speech pieces decoded again gave text",
+            sum(map(bool, texts)),
+            len(texts),
         )
-    return [sorted(segments, key=lambda s: s.start) for segments in results]
+    return results
+
+
+def _replace_sparse(segments: list[Segment], redecoded: dict[int, list[Segment]]) -> list[Segment]:
+    """Each sparse segment (by index) replaced by its regions decoded again, where they write
+    SPARSE_GAIN times its characters, along with every segment whose middle lies among them."""
+    kept = list(segments)
+    for index, new in redecoded.items():
+        written = sum(_characters(s.text) for s in new)
+        if written < SPARSE_GAIN * max(1, _characters(segments[index].text)):
+            continue
+        first, last, gone = new[0].start, new[-1].end, segments[index]
+        kept = [s for s in kept if s is not gone and not first <= (s.start + s.end) / 2 <= last]
+        kept += [s for s in new if s.text]
+        logger.info("recovery: a segment at %.1f s decoded again region by region", gone.start)
+    return kept
 
 
 # --------------------------------------------------------------------------------------------

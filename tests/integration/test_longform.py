@@ -27,6 +27,7 @@ from pefty_whisper.inference import Segment, Transcriber, TranscriberOptions
 from pefty_whisper.inference.longform import (
     chunk_spans,
     monotonic,
+    sparse_segments,
     uncovered_speech,
     window_spans,
 )
@@ -69,6 +70,25 @@ def test_coverage_names_the_speech_no_segment_covers() -> None:
     # Half a sentence missing is reported; VAD padding at the edges is not.
     assert uncovered_speech([(0.0, 6.0)], [Segment(0.2, 3.0, "앞")]) == [(3.3, 6.0)]
     assert uncovered_speech([(0.0, 6.0)], [Segment(0.5, 5.6, "다")]) == []
+
+
+def test_a_segment_far_shorter_than_its_speech_is_found_with_its_regions() -> None:
+    regions = [(0.0, 4.0), (5.0, 9.0), (10.0, 13.0), (14.0, 17.0), (18.0, 22.0), (23.0, 26.0)]
+    honest = [Segment(0.0, 4.0, "가" * 16), Segment(5.0, 9.0, "나" * 14)]  # 4 and 3.5 per s
+    # Timed over three sentences (10 s of speech), written as four characters: 0.4 per s.
+    sparse = Segment(10.0, 22.0, "다라 마바")
+    tail = Segment(23.0, 26.0, "사" * 12)
+    segments = [*honest, sparse, tail]
+    assert sparse_segments(regions, segments) == [(2, [(10.0, 13.0), (14.0, 17.0), (18.0, 22.0)])]
+    # A region mostly outside the segment is not its to decode again.
+    shifted = [*honest, Segment(10.0, 19.0, "다라"), tail]
+    assert sparse_segments(regions, shifted) == [(2, [(10.0, 13.0), (14.0, 17.0)])]
+    # A slow speaker throughout sets the yardstick: nothing is sparse against itself.
+    slow = [Segment(a, b, "가" * round(1.2 * (b - a))) for a, b in regions]
+    assert sparse_segments(regions, slow) == []
+    # Short segments are not judged, nor a segment with too little other speech to compare.
+    assert sparse_segments(regions, [*honest, Segment(10.0, 11.5, "다")]) == []
+    assert sparse_segments(regions, [Segment(0.0, 2.5, "가" * 10), sparse]) == []
 
 
 def test_segments_are_clipped_to_the_file_and_monotonic() -> None:
