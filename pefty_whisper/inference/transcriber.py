@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,10 +25,12 @@ from pefty_whisper.errors import ConfigError, DataError, ModelError
 from pefty_whisper.inference.confidence import ScoredText
 from pefty_whisper.inference.engine import Engine, LongformRequest, ModelFiles
 from pefty_whisper.inference.longform import (
+    FilePlan,
     decode_chunked,
     monotonic,
     plan_file,
     recover_speech,
+    speech_regions,
     uncovered_speech,
     vad_available,
 )
@@ -220,21 +223,25 @@ class Transcriber:
             found = decode_chunked(self.transcribe_batch, audios, plans, language)
             label = "30 s windows"
         found = [monotonic(s, len(a) / SAMPLE_RATE) for a, s in zip(audios, found, strict=True)]
+        heard = plans
         if method == "sequential" and self.options.recover:
+            heard = [self._heard(a, p, window_s) for a, p in zip(audios, plans, strict=True)]
             found = recover_speech(
                 lambda pieces: self.transcribe_speech(pieces, language=language),
                 audios,
-                plans,
+                heard,
                 found,
                 window_s,
             )
         elapsed = time.perf_counter() - started
         total = sum(len(a) for a in audios) or 1
         results = []
-        for name, audio, plan, segments in zip(names, audios, plans, found, strict=True):
+        for name, audio, plan, speech, segments in zip(
+            names, audios, plans, heard, found, strict=True
+        ):
             vad = " + VAD" if plan.regions is not None and method == "sequential" else ""
             label_here = "VAD" if method == "chunked" and plan.regions is not None else label
-            uncovered = uncovered_speech(plan.regions or (), segments)
+            uncovered = uncovered_speech(speech.regions or (), segments)
             for start, end in uncovered:
                 logger.warning(
                     "%s: speech at %s-%s that no segment covers (a dropped sentence?)",
@@ -283,6 +290,15 @@ class Transcriber:
             logger.warning("faster-whisper is not installed: no VAD, fixed 30 s windows")
             return False
         return True
+
+    def _heard(self, audio: np.ndarray, plan: FilePlan, window_s: float) -> FilePlan:
+        """The plan with the VAD's speech regions where decoding went without them (a file of
+        one window under decode.vad auto, decoded whole as the model was trained): a window
+        that ends on a single timestamp loses the rest of a short file too, so recovery and
+        the coverage check need what the VAD hears at any length."""
+        if plan.regions is not None or self.options.vad == "never" or not vad_available():
+            return plan
+        return replace(plan, regions=tuple(speech_regions(audio, window_s)))
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.files.detokenize(tokens)

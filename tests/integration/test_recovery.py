@@ -4,8 +4,9 @@ a segment is decoded again on its own and put back in time order, marked recover
 Real whisper-base (which hears espeak-ng's English nearly perfectly) decodes a stitched file;
 one sentence's segment is taken out, and the recovery step, with the real audio and the real
 Silero VAD, must give that sentence back in its place with its times; through the CLI's JSON,
-with the same sentence taken out of the real decode, the recovered segment is marked. Silence
-and noise stay without text.
+with the same sentence taken out of the real decode, the recovered segment is marked, on a file
+decoded with the VAD and on one decoded whole. A segment timed over three sentences that writes
+one word gets the three back. Silence and noise stay without text.
 """
 
 from __future__ import annotations
@@ -214,3 +215,13 @@ def test_cli_json_marks_the_recovered_segments(
     assert back["start"] == pytest.approx(spans[2][0], abs=TOLERANCE_S)
     assert back["end"] == pytest.approx(spans[2][1], abs=TOLERANCE_S)
     assert item["text"].split(". ")[2].lower().startswith("please turn off")
+
+    # A file of one window under the default --vad auto is decoded whole, without VAD; the VAD
+    # still listens after the decode, and what the window's walk skipped comes back all the same.
+    assert len(audio) <= WINDOW_S * RATE
+    short = CliRunner().invoke(main, [a for a in args if a not in ("--vad", "always")])
+    assert short.exit_code == 0, short.output
+    (whole,) = json.loads(short.stdout)
+    assert "VAD" not in whole["method"], whole["method"]
+    assert [bool(s.get("recovered")) for s in whole["segments"]] == [0, 0, 1, 0, 0]
+    assert _words(whole["segments"][2]["text"]) == ENGLISH[2].split()
