@@ -22,6 +22,11 @@ narrow vocabulary, so round 2 labels it nearly as well as the truth and the filt
 drop; the figures show the machinery works and its costs, not what pseudo-labels give on real
 conversational speech.
 
+The same command run again keeps every round, label set and evaluation that finished (a killed
+`pefty label` continues where it stopped), so the run can be split over several sittings; the
+throughput rows are always measured again, together. Remove variants/<variant>/ or
+data/<set>.csv to redo one.
+
     python scripts/bench_pseudo.py                         # about 2 hours on 2 CPU cores
     python scripts/bench_pseudo.py --base tiny --max-steps 1 --eval-limit 4 --label-limit 6 \\
         --workdir /tmp/bench_pseudo_smoke                  # a smoke run of every path
@@ -114,9 +119,19 @@ def filter_worth(workspace: Workspace, name: str, real: dict[str, str]) -> dict[
     return {"kept": label_cer(kept), "dropped": label_cer(dropped)}
 
 
-def evaluation(workdir: Path, model_label: str, limit: int | None) -> dict[str, Any]:
+def label_once(workdir: Path, name: str, args: list[str]) -> None:
+    """`pefty label` unless set `name` is finished; a killed one continues where it stopped."""
+    if not Workspace.at(workdir).manifest_path(name).is_file():
+        pefty(workdir, f"label_{name}", args)
+
+
+def eval_record(workdir: Path, model_label: str, limit: int | None) -> Path:
     stem = EVAL_SET if limit is None else f"{EVAL_SET}@first-{limit}"
-    record = EvalRecord.read(workdir / "eval" / model_label / f"{stem}.json")
+    return workdir / "eval" / model_label / f"{stem}.json"
+
+
+def evaluation(workdir: Path, model_label: str, limit: int | None) -> dict[str, Any]:
+    record = EvalRecord.read(eval_record(workdir, model_label, limit))
     figure = record.protocols.get("kspon")
     interval = f"±{figure.half_width:.1f}" if figure is not None else ""
     return {"cer": round(record.cer, 2), "interval": interval, "utterances": record.num_utterances}
@@ -131,12 +146,16 @@ def round3(main_dir: Path, variant: str, train: list[str], args: dict[str, Any])
     trains = [arg for name in train for arg in ("--train", str(data.manifest_path(name)))]
     valid = str(data.round_manifest(3, "test"))
     base = str(main_dir / "merged" / "round2")
-    seconds = pefty(work, "train", ["train", "--round", "3", "--base", base, *trains,
-                                    "--valid", valid, *args["steps"]])  # fmt: skip
-    pefty(work, "merge", ["merge", "--round", "3"])
-    eval_csv = str(data.manifest_path(EVAL_SET))
-    pefty(work, "evaluate", ["evaluate", "--set", eval_csv, *args["limit"]])
-    return {"variant": variant, "train_seconds": round(seconds, 1),
+    timing = work / "train_seconds.txt"  # kept with the round, for a run split over sittings
+    if not Workspace.at(work).merge_finished(3):
+        seconds = pefty(work, "train", ["train", "--round", "3", "--base", base, *trains,
+                                        "--valid", valid, "--force", *args["steps"]])  # fmt: skip
+        pefty(work, "merge", ["merge", "--round", "3", "--force"])
+        timing.write_text(f"{seconds:.1f}\n", encoding="utf-8")
+    if not eval_record(work, "round3", args["eval_limit"]).is_file():
+        eval_csv = str(data.manifest_path(EVAL_SET))
+        pefty(work, "evaluate", ["evaluate", "--set", eval_csv, *args["limit"]])
+    return {"variant": variant, "train_seconds": float(timing.read_text(encoding="utf-8")),
             **evaluation(work, "round3", args["eval_limit"])}  # fmt: skip
 
 
@@ -194,17 +213,19 @@ def main(
         if not workspace.merge_finished(index):
             pefty(workdir, f"train{index}", ["train", "--round", str(index), "--force", *steps])
             pefty(workdir, f"merge{index}", ["merge", "--round", str(index), "--force"])
-    pefty(workdir, "evaluate2", ["evaluate", "--set", EVAL_SET, "--model", "merged/round2", *limit])
+    if not eval_record(workdir, "round2", eval_limit).is_file():
+        pefty(workdir, "evaluate2", ["evaluate", "--set", EVAL_SET, "--model", "merged/round2",
+                                     *limit])  # fmt: skip
     real = truth(workspace, [3, 4, 5])
     raw_source = hidden(workspace, [3], "hidden_p3", label_limit)
-    pefty(workdir, "label_raw", ["label", str(raw_source), "--name", "p3_pl_raw", "--force",
-                                 "--model", "merged/round2", *UNFILTERED])  # fmt: skip
+    label_once(workdir, "p3_pl_raw", ["label", str(raw_source), "--name", "p3_pl_raw",
+                                      "--model", "merged/round2", *UNFILTERED])  # fmt: skip
     # A random model's labels fail every filter: a smoke run keeps them (the paths still run).
     loose = [*UNFILTERED, "-o", "label.max_disagreement_cer=null"] if base == "tiny" else []
     filt_source = hidden(workspace, [3, 4, 5], "hidden_p345", label_limit)
-    pefty(workdir, "label_filt", ["label", str(filt_source), "--name", "p345_pl", "--force",
-                                  "--model", "merged/round2", "-o",
-                                  "label.second_pass=merged/round1", *loose])  # fmt: skip
+    label_once(workdir, "p345_pl", ["label", str(filt_source), "--name", "p345_pl",
+                                    "--model", "merged/round2", "-o",
+                                    "label.second_pass=merged/round1", *loose])  # fmt: skip
     worth = filter_worth(workspace, "p345_pl", real)
     results = [
         round3(workdir, "a-real", [workspace.round_manifest(3, "train").stem], args),
@@ -212,9 +233,10 @@ def main(
         round3(workdir, "c-pl-filt", ["p345_pl"], args),
         {"variant": "d-round2", **evaluation(workdir, "round2", eval_limit)},
     ]
-    pefty(workdir, "export2", ["export", "--model", "merged/round2", "--format", "ct2",
-                               "--quantization", "int8"])  # fmt: skip
     export = str(workspace.export_dir_for("round2", "ct2", "int8"))
+    if not Path(export).is_dir():  # an export is swapped in whole: there means finished
+        pefty(workdir, "export2", ["export", "--model", "merged/round2", "--format", "ct2",
+                                   "--quantization", "int8"])  # fmt: skip
     speeds = [
         throughput(workdir, model, batch, label_limit)
         for model in ("merged/round2", export)
