@@ -56,7 +56,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import (  # noqa: E402  # noqa: E402
+from _common import (  # noqa: E402
     SAMPLE_PARTS,
     UTTERANCES_PER_STEP,
     packed_batch,

@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,7 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import markdown_table  # noqa: E402
+from _common import markdown_table, pefty_logged  # noqa: E402
 
 from pefty_whisper.config import DataSection  # noqa: E402
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
@@ -67,16 +65,7 @@ UNFILTERED = [
 
 def pefty(workdir: Path, name: str, args: list[str]) -> float:
     """One `pefty` command in `workdir`, logged to logs/<name>.log; its seconds."""
-    log = workdir / "logs" / f"{name}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    with log.open("w", encoding="utf-8") as out:
-        command = [sys.executable, "-m", "pefty_whisper.cli", *args, "--workdir", str(workdir)]
-        code = subprocess.call(command, stdout=out, stderr=subprocess.STDOUT)
-    if code != 0:
-        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-12:]
-        raise click.ClickException(f"pefty {name} failed (exit {code}), {log}:\n" + "\n".join(tail))
-    return time.perf_counter() - started
+    return pefty_logged(workdir, workdir / "logs" / f"{name}.log", args)
 
 
 def hidden(workspace: Workspace, parts: list[int], name: str, limit: int | None) -> Path:
