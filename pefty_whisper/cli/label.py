@@ -19,12 +19,18 @@ from pefty_whisper.cli.group import load_workspace, main, workspace_options
     help="The teacher (default: the latest merged round, or its CTranslate2 export).",
 )
 @click.option("--force", is_flag=True, help="Label NAME again; the old set stays until done.")
+@click.option("--split", default=None, help="A dataset SOURCE's split (train, test, ...).")
+@click.option("--subset", default=None, help="A hub id's dataset config (FLEURS: ko_kr).")
+@click.option("--audio-column", default=None, help="Default: the column typed Audio, or audio.")
 @workspace_options
 def label(
     source: str,
     name: str,
     model: str | None,
     force: bool,
+    split: str | None,
+    subset: str | None,
+    audio_column: str | None,
     workdir: Path | None,
     config_path: Path | None,
     overrides: tuple[str, ...],
@@ -32,25 +38,30 @@ def label(
     """Transcribe unlabelled audio with a round's model into a set the next round trains on.
 
     SOURCE is a folder of audio files of any length, one audio file, a manifest CSV (a path
-    column, optional start/end seconds) or a Hugging Face dataset without text. Long files
-    are cut by the VAD at pauses into utterances of at most label.max_segment_s; labels that
-    fail the label.* filters (repetition loops, no speech, low confidence, disagreement with
-    label.second_pass) go to data/NAME.rejects.tsv with their reason; data/NAME.label.json
-    records the teacher and the filters. A killed run resumes where it stopped. Under
-    torchrun or the DeepSpeed launcher each rank labels every WORLD_SIZE-th file.
+    column, optional start/end seconds) or a Hugging Face dataset without text (what `prepare
+    hf` reads; --split picks one of several splits). Long files are cut by the VAD at pauses
+    into utterances of at most label.max_segment_s; labels that fail the label.* filters
+    (repetition loops, no speech, low confidence, disagreement with label.second_pass) go to
+    data/NAME.rejects.tsv with their reason; data/NAME.label.json records the teacher and the
+    filters. A killed run resumes where it stopped. Under torchrun or the DeepSpeed launcher
+    each rank labels every WORLD_SIZE-th file.
 
     \b
     Examples:
       pefty label ~/lectures --name lectures_pl
       pefty label ~/lectures --name lectures_pl -o label.second_pass=merged/round1
+      pefty label ~/unlabelled_ds --split train --name ds_pl
       torchrun --nproc-per-node 4 -m pefty_whisper.cli label ~/lectures --name lectures_pl
       pefty train --round 3 --train train_KsponSpeech_03_train --train lectures_pl:0.5
     """
-    from pefty_whisper.label import REASONS, label_set
+    from pefty_whisper.label import REASONS, DatasetPick, label_set
 
     workspace, config = load_workspace(workdir, config_path, overrides)
+    pick = DatasetPick(split, subset, audio_column)
     with _LabelProgress() as bar:
-        report = label_set(workspace, config, source, name, model, force, progress=bar.update)
+        report = label_set(
+            workspace, config, source, name, model, force, progress=bar.update, pick=pick
+        )
     if report is None:  # a rank other than 0: rank 0 writes and reports
         return
     record = report.record

@@ -20,9 +20,24 @@ from pefty_whisper.data.manifest import SPAN_COLUMNS
 from pefty_whisper.data.sources import CSV_PATH_COLUMNS
 from pefty_whisper.errors import DataError
 
-__all__ = ["LabelInput", "label_inputs"]
+__all__ = ["DatasetPick", "LabelInput", "label_inputs"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DatasetPick:
+    """What to read of a Hugging Face dataset SOURCE, as `prepare hf` takes it: one split of
+    several, a hub id's config, the audio column when none is typed Audio."""
+
+    split: str | None = None
+    subset: str | None = None
+    audio_column: str | None = None
+
+    def describe(self) -> str:
+        """' [split test, subset ko_kr]' to follow the source's name; '' when nothing is picked."""
+        picked = [f"{key.replace('_', ' ')} {value}" for key, value in vars(self).items() if value]
+        return f" [{', '.join(picked)}]" if picked else ""
 
 
 @dataclass(frozen=True)
@@ -41,9 +56,15 @@ class LabelInput:
         return stem if self.start is None else f"{stem}-{self.start:g}s"
 
 
-def label_inputs(source: str, audio_dir: Path) -> list[LabelInput]:
+def label_inputs(source: str, audio_dir: Path, pick: DatasetPick | None = None) -> list[LabelInput]:
     """The inputs of SOURCE in their fixed order, every file checked (headers only)."""
     path = Path(source).expanduser()
+    pick = pick or DatasetPick()
+    if pick.describe() and path.exists() and (path.is_file() or not _is_dataset(path)):
+        raise DataError(
+            f"{path}: --split, --subset and --audio-column pick from a Hugging Face dataset; "
+            "this is a folder of audio, an audio file or a manifest: drop them"
+        )
     if path.is_file() and path.suffix.lower() == ".csv":
         inputs = _from_csv(path)
     elif path.is_file() and path.suffix.lower() in AUDIO_SUFFIXES:
@@ -61,9 +82,9 @@ def label_inputs(source: str, audio_dir: Path) -> list[LabelInput]:
             raise DataError(
                 f"{path}: not audio ({', '.join(AUDIO_SUFFIXES)}) nor a manifest (.csv)"
             )
-        inputs = _from_dataset(source, audio_dir)
+        inputs = _from_dataset(source, audio_dir, pick)
     else:
-        inputs = _from_dataset(source, audio_dir)
+        inputs = _from_dataset(source, audio_dir, pick)
     for item in inputs:
         try:
             probe_audio(item.path)
@@ -118,12 +139,12 @@ def _csv_row(src: Path, line: int, row: dict[str, str | None], column: str) -> L
     return LabelInput(os.path.abspath(resolved), start, end, where)
 
 
-def _from_dataset(source: str, audio_dir: Path) -> list[LabelInput]:
+def _from_dataset(source: str, audio_dir: Path, pick: DatasetPick) -> list[LabelInput]:
     """A Hugging Face dataset (`prepare hf`'s sources) read for its audio only."""
     from pefty_whisper.data import hf
 
-    dataset = hf.load_hf_dataset(source, None, None)
-    column = hf.audio_column(dataset, None)
+    dataset = hf.load_hf_dataset(source, pick.split, pick.subset)
+    column = hf.audio_column(dataset, pick.audio_column)
     inputs = []
     for row in hf.hf_rows(dataset, column, None, audio_dir):
         if row.audio is None:

@@ -30,7 +30,7 @@ from pefty_whisper.errors import ConfigError, DataError, ModelError, PeftyError
 from pefty_whisper.files import weights_hash
 from pefty_whisper.inference.longform import chunk_spans, speech_regions
 from pefty_whisper.label.filters import Decoded
-from pefty_whisper.label.inputs import LabelInput, label_inputs
+from pefty_whisper.label.inputs import DatasetPick, LabelInput, label_inputs
 from pefty_whisper.label.output import write_labelled_set
 from pefty_whisper.label.progress import Progress, ProgressLog, check_settings
 from pefty_whisper.whisper.model_dir import ModelDir
@@ -67,10 +67,11 @@ def label_set(
     model: str | None = None,
     force: bool = False,
     progress: Callable[[int, float], None] | None = None,
+    pick: DatasetPick | None = None,
 ) -> LabelReport | None:
     """Label SOURCE with a round's model into data/NAME.csv; None on ranks other than 0,
     which label their shard and leave the writing to rank 0. `progress(inputs, seconds)`
-    gets every finished input and its audio seconds."""
+    gets every finished input and its audio seconds; `pick` chooses from a dataset SOURCE."""
     check_set_name(name)
     started = time.perf_counter()
     manifest = workspace.manifest_path(name)
@@ -87,10 +88,12 @@ def label_set(
     teacher = teacher_model(workspace, config, model)
     # A dataset that holds its audio as bytes is written out by rank 0 alone; every rank then
     # gets rank 0's list (or its error).
-    inputs = ranks.on_rank_zero(lambda: label_inputs(source, workspace.audio_dir(name)))
+    inputs = ranks.on_rank_zero(lambda: label_inputs(source, workspace.audio_dir(name), pick))
     second_hash = _second_pass_hash(workspace, config.label.second_pass)
+    # The split is part of the source's identity: a resumed run must read the same rows.
+    source = f"{source}{(pick or DatasetPick()).describe()}"
     settings = {
-        "source": str(source),
+        "source": source,
         "inputs": len(inputs),
         "teacher": teacher.model,
         "teacher_hash": teacher.weights_hash,

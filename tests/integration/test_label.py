@@ -140,6 +140,45 @@ def test_a_second_label_of_the_name_is_refused_without_force(labelled):
     assert result.exit_code != 0 and "already exists: pass --force" in result.output
 
 
+def test_one_split_of_a_saved_dataset_is_labelled(labelled, tmp_path):
+    """A Hugging Face dataset without text, its audio held as bytes, with two splits: label
+    refuses to guess the split and names --split; --split test labels that split alone."""
+    datasets = pytest.importorskip("datasets")
+    root, work, spans, _ = labelled
+    speech = [load_audio(root / "unlabelled" / "long.wav", *span) for span in spans]
+    wavs = []
+    for i, clip in enumerate(speech):
+        wavs.append(tmp_path / f"clip{i}.wav")
+        soundfile.write(wavs[-1], clip, RATE, subtype="FLOAT")
+
+    def split(paths: list[Path]):
+        table = datasets.Dataset.from_dict({"audio": [str(p) for p in paths]})
+        return table.cast_column("audio", datasets.Audio())
+
+    saved = tmp_path / "unlabelled_ds"
+    datasets.DatasetDict(
+        {"train": split(wavs[1:2]), "test": split([wavs[0], wavs[2]])}
+    ).save_to_disk(str(saved))
+    for wav in wavs:
+        wav.unlink()  # the dataset holds the bytes
+    args = ["label", saved, "--name", "ds_pl", "--workdir", work, "--model",
+            work / "merged" / "round1", *LENIENT]  # fmt: skip
+    refused = invoke(*args, ok=False)
+    assert refused.exit_code != 0
+    assert "has splits train, test: pick one with --split" in refused.output
+    invoke(*args, "--split", "test")
+    rows = list(read_manifest(work / "data" / "ds_pl.csv").utterances)
+    assert [round(u.duration, 2) for u in rows] == [round(len(speech[i]) / RATE, 2) for i in (0, 2)]
+    assert all(Path(u.path).is_relative_to(work / "audio" / "ds_pl") for u in rows)
+    record = LabelRecord.read(work / "data" / "ds_pl.label.json")
+    assert record.source == f"{saved} [split test]" and record.inputs == 2
+    # The pick belongs to a dataset: on a folder of audio it is an error, not ignored.
+    folder = invoke("label", root / "unlabelled", "--name", "x", "--split", "test",
+                    "--workdir", work, ok=False)  # fmt: skip
+    assert "pick from a Hugging Face dataset" in folder.output
+    assert not (work / "data" / "x.csv").exists()
+
+
 def test_planted_bad_labels_are_dropped_with_their_reason(labelled, tmp_path):
     """A finished progress with planted labels (a repetition loop, a no-speech clip, a low
     confidence, a disagreement) is written through the real resume path: no decoding, the
