@@ -1,6 +1,6 @@
 """What pseudo-labels are worth on the sample corpus: round 3 trained on real labels, on
-unfiltered and on filtered pseudo-labels, against round 2 itself; the filter's worth; and
-`pefty label`'s throughput per backend, batched and not.
+unfiltered and on filtered pseudo-labels, on both mixed and as a noisy student, against round 2
+itself; the filter's worth; and `pefty label`'s throughput per backend, batched and not.
 
 Rounds 1 and 2 train on parts 1 and 2 with their real transcripts (the demo's settings). The
 transcripts of parts 3-5 are then hidden (a CSV of audio paths only) and round 2 labels them:
@@ -10,24 +10,30 @@ transcripts of parts 3-5 are then hidden (a CSV of audio paths only) and round 2
   (c) pl-filt   round 3 on parts 3-5 pseudo-labelled and filtered (the label.* defaults, and
                 label.second_pass=merged/round1: the previous round's decode as the check)
   (d) round2    no round 3: round 2 itself
+  (e) real+pl   part 3's real labels mixed with parts 4-5 pseudo-labelled and filtered at a
+                share of 0.5 (`--train train_KsponSpeech_03_train --train p45_pl:0.5`)
+  (f) pl-noisy  (c) with SpecAugment, noise and speed perturbation on the student: a noisy
+                student, the usual cure for a student that learns its teacher's mistakes back
 
-Each round 3 starts from merged/round2 and is evaluated on eval_clean (`pefty evaluate`: CER
-with its bootstrap 95% interval). The filter's worth: the label CER (against the hidden real
-transcripts) of the labels (c) kept against the ones it dropped. Throughput: part 3 labelled by
-round 2 through PyTorch and through its CTranslate2 int8 export, at decode.batch_size 8 and 1,
-in audio hours per hour of `pefty label` (model loading included).
+Each round 3 starts from merged/round2, trains the same steps and is evaluated on eval_clean
+(`pefty evaluate`: CER with its bootstrap 95% interval), then compared with (a) and with (d) on
+the same utterances by a paired bootstrap (evaluate/compare.py). The filter's worth: the label
+CER (against the hidden real transcripts) of the labels (c) kept against the ones it dropped.
+Throughput: part 3 labelled by round 2 through PyTorch and through its CTranslate2 int8 export,
+at decode.batch_size 8 and 1, in audio hours per hour of `pefty label` (model loading included).
 
 The sample corpus is espeak-ng speech of templated sentences: one synthetic voice family and a
-narrow vocabulary, so round 2 labels it nearly as well as the truth and the filter has little to
-drop; the figures show the machinery works and its costs, not what pseudo-labels give on real
-conversational speech.
+narrow vocabulary, where round 2's mistakes are systematic (numbers, Latin letters, repeated
+words) rather than the varied errors of real conversational speech. The figures show the
+machinery, its costs and what self-training does to such mistakes, not what pseudo-labels give
+on real data.
 
 The same command run again keeps every round, label set and evaluation that finished (a killed
 `pefty label` continues where it stopped), so the run can be split over several sittings; the
 throughput rows are always measured again, together. Remove variants/<variant>/ or
 data/<set>.csv to redo one.
 
-    python scripts/bench_pseudo.py                         # about 2 hours on 2 CPU cores
+    python scripts/bench_pseudo.py                         # about 35 minutes, 2 CPU cores
     python scripts/bench_pseudo.py --base tiny --max-steps 1 --eval-limit 4 --label-limit 6 \\
         --workdir /tmp/bench_pseudo_smoke                  # a smoke run of every path
 """
@@ -37,6 +43,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +59,8 @@ from _common import markdown_table, pefty_logged  # noqa: E402
 
 from pefty_whisper.config import DataSection  # noqa: E402
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
+from pefty_whisper.evaluate.compare import paired_counts  # noqa: E402
+from pefty_whisper.evaluate.figures import SUBSET_PROTOCOL, read_counts  # noqa: E402
 from pefty_whisper.files import package_versions  # noqa: E402
 from pefty_whisper.metrics import score_corpus  # noqa: E402
 from pefty_whisper.workspace import CONFIG_FILE, EvalRecord, LabelRecord, Workspace  # noqa: E402
@@ -60,6 +69,10 @@ EVAL_SET = "eval_clean"
 UNFILTERED = [
     "-o", "label.min_avg_logprob=null", "-o", "label.max_compression_ratio=null",
     "-o", "label.max_no_speech_prob=null",
+]  # fmt: skip
+NOISY_STUDENT = [
+    "-o", "augment.spec_augment=true", "-o", "augment.noise_prob=0.5",
+    "-o", "augment.speed_prob=0.5",
 ]  # fmt: skip
 
 
@@ -126,26 +139,56 @@ def evaluation(workdir: Path, model_label: str, limit: int | None) -> dict[str, 
     return {"cer": round(record.cer, 2), "interval": interval, "utterances": record.num_utterances}
 
 
-def round3(main_dir: Path, variant: str, train: list[str], args: dict[str, Any]) -> dict:
-    """Round 3 of `variant` in its own workspace, from merged/round2 of the main one."""
+def round3(
+    main_dir: Path, variant: str, train: list[str], args: dict[str, Any], extra: Sequence[str] = ()
+) -> dict:
+    """Round 3 of `variant` in its own workspace, from merged/round2 of the main one; `train`
+    holds set names, each with an optional `:share`; `extra` more `pefty train` options."""
     work = main_dir / "variants" / variant
     work.mkdir(parents=True, exist_ok=True)
     (work / CONFIG_FILE).write_text((main_dir / CONFIG_FILE).read_text(), encoding="utf-8")
     data = Workspace.at(main_dir)
-    trains = [arg for name in train for arg in ("--train", str(data.manifest_path(name)))]
+    trains = []
+    for entry in train:
+        name, _, share = entry.partition(":")
+        trains += ["--train", f"{data.manifest_path(name)}{':' + share if share else ''}"]
     valid = str(data.round_manifest(3, "test"))
     base = str(main_dir / "merged" / "round2")
     timing = work / "train_seconds.txt"  # kept with the round, for a run split over sittings
     if not Workspace.at(work).merge_finished(3):
-        seconds = pefty(work, "train", ["train", "--round", "3", "--base", base, *trains,
-                                        "--valid", valid, "--force", *args["steps"]])  # fmt: skip
+        command = ["train", "--round", "3", "--base", base, *trains, "--valid", valid, "--force",
+                   *args["steps"], *extra]  # fmt: skip
+        seconds = pefty(work, "train", command)
         pefty(work, "merge", ["merge", "--round", "3", "--force"])
         timing.write_text(f"{seconds:.1f}\n", encoding="utf-8")
     if not eval_record(work, "round3", args["eval_limit"]).is_file():
         eval_csv = str(data.manifest_path(EVAL_SET))
         pefty(work, "evaluate", ["evaluate", "--set", eval_csv, *args["limit"]])
     return {"variant": variant, "train_seconds": float(timing.read_text(encoding="utf-8")),
+            "tsv": str(eval_record(work, "round3", args["eval_limit"]).with_suffix(".tsv")),
             **evaluation(work, "round3", args["eval_limit"])}  # fmt: skip
+
+
+def with_paired(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each variant's CER difference from (a) and from (d) on the same utterances, in points
+    with the interval of the difference and its verdict."""
+    counts = {r["variant"][0]: read_counts(Path(r["tsv"])) for r in results}
+    for result in results:
+        mine = counts[result["variant"][0]]
+        for key, other in (("vs_real", "a"), ("vs_round2", "d")):
+            if other == result["variant"][0]:
+                continue
+            pair = paired_counts(counts[other], mine, (SUBSET_PROTOCOL,))[SUBSET_PROTOCOL]
+            result[key] = {"difference": pair.difference, "low": pair.low, "high": pair.high,
+                           "verdict": pair.verdict}  # fmt: skip
+    return results
+
+
+def difference(paired: dict[str, Any] | None) -> str:
+    if paired is None:
+        return "-"
+    return (f"{paired['difference']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}] "
+            f"{paired['verdict']}")  # fmt: skip
 
 
 def throughput(main_dir: Path, model: str, batch: int, label_limit: int | None) -> dict:
@@ -178,8 +221,8 @@ def main(
     label_limit: int | None,
     out: Path | None,
 ) -> None:
-    """Round 3 on real, raw and filtered pseudo-labels against round 2; the filter's worth;
-    label's throughput per backend, batched and not."""
+    """Round 3 on real, raw, filtered, mixed and noisy-student pseudo-labels against round 2;
+    the filter's worth; label's throughput per backend, batched and not."""
     from pefty_whisper.data.prepare import prepare_kspon
     from pefty_whisper.demo.pipeline import demo_config, ensure_sample_corpus
 
@@ -216,12 +259,20 @@ def main(
                                     "--model", "merged/round2", "-o",
                                     "label.second_pass=merged/round1", *loose])  # fmt: skip
     worth = filter_worth(workspace, "p345_pl", real)
-    results = [
-        round3(workdir, "a-real", [workspace.round_manifest(3, "train").stem], args),
+    mix_source = hidden(workspace, [4, 5], "hidden_p45", label_limit)
+    label_once(workdir, "p45_pl", ["label", str(mix_source), "--name", "p45_pl",
+                                   "--model", "merged/round2", "-o",
+                                   "label.second_pass=merged/round1", *loose])  # fmt: skip
+    part3 = workspace.round_manifest(3, "train").stem
+    d_tsv = eval_record(workdir, "round2", eval_limit).with_suffix(".tsv")
+    results = with_paired([
+        round3(workdir, "a-real", [part3], args),
         round3(workdir, "b-pl-raw", ["p3_pl_raw"], args),
         round3(workdir, "c-pl-filt", ["p345_pl"], args),
-        {"variant": "d-round2", **evaluation(workdir, "round2", eval_limit)},
-    ]
+        {"variant": "d-round2", "tsv": str(d_tsv), **evaluation(workdir, "round2", eval_limit)},
+        round3(workdir, "e-real-pl", [part3, "p45_pl:0.5"], args),
+        round3(workdir, "f-pl-noisy", ["p345_pl"], args, NOISY_STUDENT),
+    ])  # fmt: skip
     export = str(workspace.export_dir_for("round2", "ct2", "int8"))
     if not Path(export).is_dir():  # an export is swapped in whole: there means finished
         pefty(workdir, "export2", ["export", "--model", "merged/round2", "--format", "ct2",
@@ -240,8 +291,10 @@ def main(
         "versions": package_versions("torch", "transformers", "ctranslate2", "faster-whisper"),
     }  # fmt: skip
     click.echo(markdown_table(
-        ["round 3 trained on", "eval_clean CER", "95% interval", "utterances"],
-        [[r["variant"], f"{r['cer']:.2f}%", r["interval"], r["utterances"]] for r in results],
+        ["round 3 trained on", "eval_clean CER", "95% interval", "vs (a) real", "vs (d) round 2",
+         "utterances"],
+        [[r["variant"], f"{r['cer']:.2f}%", r["interval"], difference(r.get("vs_real")),
+          difference(r.get("vs_round2")), r["utterances"]] for r in results],
     ))  # fmt: skip
     click.echo(
         f"\nfilter (parts 3-5, round 2's labels): kept {worth['kept']['utterances']} at label "
