@@ -229,3 +229,28 @@ def pefty_logged(workdir: Path, log: Path, args: list[str]) -> float:
 
     argv = [sys.executable, "-m", "pefty_whisper.cli", *args, "--workdir", str(workdir)]
     return run_logged(log, argv, f"pefty {args[0]}")
+
+
+def paired_figures(a: Any, b: Any) -> dict[str, Any]:
+    """B - A in CER points on the same utterances (kspon protocol), with the interval of the
+    difference and its verdict; `a` and `b` are evaluate/figures.DecodeCounts."""
+    from pefty_whisper.evaluate.compare import paired_counts
+    from pefty_whisper.evaluate.figures import SUBSET_PROTOCOL
+
+    comparison = paired_counts(a, b, (SUBSET_PROTOCOL,))[SUBSET_PROTOCOL]
+    return {
+        "difference": comparison.difference,
+        "low": comparison.low,
+        "high": comparison.high,
+        "verdict": comparison.verdict,
+    }
+
+
+def difference_text(paired: dict[str, Any] | None) -> str:
+    """`+1.4 [-0.5, +3.4] no clear difference` for a table cell; `-` where nothing was paired."""
+    if paired is None:
+        return "-"
+    return (
+        f"{paired['difference']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}] "
+        f"{paired['verdict']}"
+    )

@@ -59,7 +59,9 @@ except ImportError:  # run from a checkout without `pip install -e .`
 from _common import (  # noqa: E402
     SAMPLE_PARTS,
     UTTERANCES_PER_STEP,
+    difference_text,
     packed_batch,
+    paired_figures,
     pefty_logged,
     sample_corpus_train,
 )
@@ -67,7 +69,7 @@ from _common import markdown_table as common_table  # noqa: E402
 
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
 from pefty_whisper.errors import PeftyError  # noqa: E402
-from pefty_whisper.evaluate.compare import aligned, paired_counts  # noqa: E402
+from pefty_whisper.evaluate.compare import aligned  # noqa: E402
 from pefty_whisper.evaluate.figures import SUBSET_PROTOCOL, DecodeCounts, read_counts  # noqa: E402
 from pefty_whisper.files import package_versions  # noqa: E402
 from pefty_whisper.intervals import bootstrap_rate  # noqa: E402
@@ -302,10 +304,10 @@ def summarize(results: list[dict[str, Any]], modes: list[str]) -> list[dict[str,
             }
             baseline = pooled[(names[0], mode)]
             if name != names[0] and baseline is not None:
-                row["vs_first"] = _paired(baseline, counts)
+                row["vs_first"] = paired_figures(baseline, counts)
             untimed = pooled[(name, mode.removesuffix("+timestamps"))]
             if mode.endswith("+timestamps") and untimed is not None:
-                row["vs_untimed"] = _paired(untimed, counts)
+                row["vs_untimed"] = paired_figures(untimed, counts)
             rows.append(row)
     return rows
 
@@ -321,16 +323,6 @@ def _figure(record: dict[str, Any]) -> dict[str, float]:
 def _pooled_rate(counts: DecodeCounts, protocol: str) -> float | None:
     column = counts.counts.get(protocol)
     return None if column is None else column.rate
-
-
-def _paired(a: DecodeCounts, b: DecodeCounts) -> dict[str, Any]:
-    comparison = paired_counts(a, b, (SUBSET_PROTOCOL,))[SUBSET_PROTOCOL]
-    return {
-        "difference": comparison.difference,
-        "low": comparison.low,
-        "high": comparison.high,
-        "verdict": comparison.verdict,
-    }
 
 
 def _seeds(values: list[float], digits: int = 1, suffix: str = "%") -> str:
@@ -363,23 +355,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                 f"{row['steps']} x {row['batch_size']}",
                 per_seed,
                 f"{pooled['rate']:.1f}% [{pooled['low']:.1f}, {pooled['high']:.1f}]",
-                _difference(row.get("vs_first")),
-                _difference(row.get("vs_untimed")),
+                difference_text(row.get("vs_first")),
+                difference_text(row.get("vs_untimed")),
                 _seeds(row["longform"]),
                 _seeds(row["deleted"]),
                 " / ".join(str(n) for n in row["silence_chars"]),
             ]
         )
     return common_table(header, cells)
-
-
-def _difference(paired: dict[str, Any] | None) -> str:
-    if paired is None:
-        return "-"
-    return (
-        f"{paired['difference']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}] "
-        f"{paired['verdict']}"
-    )
 
 
 @click.command(epilog="Example: python scripts/bench_packing.py --formats full,packed-u30")

@@ -55,12 +55,12 @@ try:
 except ImportError:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import markdown_table, pefty_logged  # noqa: E402
+from _common import difference_text, markdown_table, paired_figures, pefty_logged  # noqa: E402
 
 from pefty_whisper.config import DataSection  # noqa: E402
 from pefty_whisper.data.manifest import read_manifest  # noqa: E402
-from pefty_whisper.evaluate.compare import paired_counts  # noqa: E402
-from pefty_whisper.evaluate.figures import SUBSET_PROTOCOL, read_counts  # noqa: E402
+from pefty_whisper.data.mixing import MixEntry  # noqa: E402
+from pefty_whisper.evaluate.figures import read_counts  # noqa: E402
 from pefty_whisper.files import package_versions  # noqa: E402
 from pefty_whisper.metrics import score_corpus  # noqa: E402
 from pefty_whisper.workspace import CONFIG_FILE, EvalRecord, LabelRecord, Workspace  # noqa: E402
@@ -149,9 +149,9 @@ def round3(
     (work / CONFIG_FILE).write_text((main_dir / CONFIG_FILE).read_text(), encoding="utf-8")
     data = Workspace.at(main_dir)
     trains = []
-    for entry in train:
-        name, _, share = entry.partition(":")
-        trains += ["--train", f"{data.manifest_path(name)}{':' + share if share else ''}"]
+    for entry in map(MixEntry.parse, train):  # NAME[:share], as `pefty train --train` reads it
+        share = f":{entry.share}" if entry.share is not None else ""
+        trains += ["--train", f"{data.manifest_path(entry.name)}{share}"]
     valid = str(data.round_manifest(3, "test"))
     base = str(main_dir / "merged" / "round2")
     timing = work / "train_seconds.txt"  # kept with the round, for a run split over sittings
@@ -178,17 +178,8 @@ def with_paired(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key, other in (("vs_real", "a"), ("vs_round2", "d")):
             if other == result["variant"][0]:
                 continue
-            pair = paired_counts(counts[other], mine, (SUBSET_PROTOCOL,))[SUBSET_PROTOCOL]
-            result[key] = {"difference": pair.difference, "low": pair.low, "high": pair.high,
-                           "verdict": pair.verdict}  # fmt: skip
+            result[key] = paired_figures(counts[other], mine)
     return results
-
-
-def difference(paired: dict[str, Any] | None) -> str:
-    if paired is None:
-        return "-"
-    return (f"{paired['difference']:+.1f} [{paired['low']:+.1f}, {paired['high']:+.1f}] "
-            f"{paired['verdict']}")  # fmt: skip
 
 
 def throughput(main_dir: Path, model: str, batch: int, label_limit: int | None) -> dict:
@@ -255,14 +246,11 @@ def main(
     # A random model's labels fail every filter: a smoke run keeps them (the paths still run).
     loose = [*UNFILTERED, "-o", "label.max_disagreement_cer=null"] if base == "tiny" else []
     filt_source = hidden(workspace, [3, 4, 5], "hidden_p345", label_limit)
-    label_once(workdir, "p345_pl", ["label", str(filt_source), "--name", "p345_pl",
-                                    "--model", "merged/round2", "-o",
-                                    "label.second_pass=merged/round1", *loose])  # fmt: skip
+    filtered = ["--model", "merged/round2", "-o", "label.second_pass=merged/round1", *loose]
+    label_once(workdir, "p345_pl", ["label", str(filt_source), "--name", "p345_pl", *filtered])
     worth = filter_worth(workspace, "p345_pl", real)
     mix_source = hidden(workspace, [4, 5], "hidden_p45", label_limit)
-    label_once(workdir, "p45_pl", ["label", str(mix_source), "--name", "p45_pl",
-                                   "--model", "merged/round2", "-o",
-                                   "label.second_pass=merged/round1", *loose])  # fmt: skip
+    label_once(workdir, "p45_pl", ["label", str(mix_source), "--name", "p45_pl", *filtered])
     part3 = workspace.round_manifest(3, "train").stem
     d_tsv = eval_record(workdir, "round2", eval_limit).with_suffix(".tsv")
     results = with_paired([
@@ -293,8 +281,8 @@ def main(
     click.echo(markdown_table(
         ["round 3 trained on", "eval_clean CER", "95% interval", "vs (a) real", "vs (d) round 2",
          "utterances"],
-        [[r["variant"], f"{r['cer']:.2f}%", r["interval"], difference(r.get("vs_real")),
-          difference(r.get("vs_round2")), r["utterances"]] for r in results],
+        [[r["variant"], f"{r['cer']:.2f}%", r["interval"], difference_text(r.get("vs_real")),
+          difference_text(r.get("vs_round2")), r["utterances"]] for r in results],
     ))  # fmt: skip
     click.echo(
         f"\nfilter (parts 3-5, round 2's labels): kept {worth['kept']['utterances']} at label "

@@ -73,6 +73,7 @@ def label_set(
     which label their shard and leave the writing to rank 0. `progress(inputs, seconds)`
     gets every finished input and its audio seconds; `pick` chooses from a dataset SOURCE."""
     check_set_name(name)
+    pick = pick or DatasetPick()
     started = time.perf_counter()
     manifest = workspace.manifest_path(name)
     work_dir = workspace.label_work_dir(name)
@@ -91,7 +92,7 @@ def label_set(
     inputs = ranks.on_rank_zero(lambda: label_inputs(source, workspace.audio_dir(name), pick))
     second_hash = _second_pass_hash(workspace, config.label.second_pass)
     # The split is part of the source's identity: a resumed run must read the same rows.
-    source = f"{source}{(pick or DatasetPick()).describe()}"
+    source = f"{source}{pick.describe()}"
     settings = {
         "source": source,
         "inputs": len(inputs),
